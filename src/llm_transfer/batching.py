@@ -1,0 +1,77 @@
+"""Batching: length-grouped batches with dynamic padding, so little of the compute goes to padding."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Sampler
+from transformers import DataCollatorWithPadding
+
+MODEL_COLUMNS = ["input_ids", "attention_mask", "label"]
+
+
+class LengthGroupedBatchSampler(Sampler[list[int]]):
+    """Shuffle, cut into mega-batches, sort each by length, batch, shuffle batch order: every row once an epoch."""
+
+    def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, group: bool = True,
+                 mega_batch_mult: int = 50, drop_last: bool = False):
+        self.lengths = np.asarray(lengths)
+        self.batch_size, self.seed, self.group = batch_size, seed, group
+        self.mega = batch_size * mega_batch_mult
+        self.drop_last = drop_last
+        self.epoch = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Each epoch gets its own order, fixed by (seed, epoch), so a resumed run sees the same batches."""
+        self.epoch = epoch
+
+    def __iter__(self) -> Iterator[list[int]]:
+        rng = np.random.default_rng([self.seed, self.epoch])
+        order = rng.permutation(len(self.lengths))
+        if self.group:
+            chunks = [order[i:i + self.mega] for i in range(0, len(order), self.mega)]
+            order = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
+        batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
+        if self.drop_last and batches and len(batches[-1]) < self.batch_size:
+            batches.pop()
+        if self.group:
+            batches = [batches[i] for i in rng.permutation(len(batches))]
+        yield from batches
+
+    def __len__(self) -> int:
+        n = len(self.lengths) // self.batch_size
+        return n if self.drop_last or len(self.lengths) % self.batch_size == 0 else n + 1
+
+
+def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
+    """Batches of rows sorted by length (for inference: near-zero padding, order restored by the caller)."""
+    order = np.argsort(np.asarray(lengths), kind="stable")
+    return [order[i:i + batch_size].tolist() for i in range(0, len(order), batch_size)]
+
+
+def padding_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> dict[str, float]:
+    """Real tokens vs tokens processed when each batch is padded to its own longest row."""
+    lengths = np.asarray(lengths)
+    real = int(sum(lengths[b].sum() for b in batches))
+    processed = int(sum(lengths[b].max() * len(b) for b in batches))
+    return {"real_tokens": real, "processed_tokens": processed, "real_fraction": real / max(processed, 1)}
+
+
+def make_loader(ds, tokenizer, batch_size: int, seed: int = 0, group_by_length: bool = True,
+                shuffle: bool = True) -> DataLoader:
+    """A DataLoader over a tokenized dataset: length-grouped (or random) batches, padded per batch."""
+    ds = ds.select_columns([c for c in MODEL_COLUMNS if c in ds.column_names])
+    lengths = [len(x) for x in ds["input_ids"]]
+    collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
+    if shuffle:
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed, group=group_by_length)
+    else:
+        sampler = sorted_batches(lengths, batch_size)
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
+
+
+def to_device(batch: dict, device: str | torch.device) -> dict:
+    """Move every tensor of a batch to a device."""
+    return {k: v.to(device) for k, v in batch.items()}
