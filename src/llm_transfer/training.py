@@ -85,10 +85,13 @@ def predict_logits(model, tokenizer, ds, batch_size: int = 128, device: str | to
     was_training = model.training
     model.eval()
     loader = make_loader(ds, tokenizer, batch_size, shuffle=False)
-    out = np.zeros((len(ds), model.config.num_labels), dtype=np.float32)
+    out = None
     for rows, batch in zip(loader.batch_sampler, loader, strict=True):
         batch.pop("labels", None)
-        out[rows] = model(**to_device(batch, device)).logits.float().cpu().numpy()
+        logits = model(**to_device(batch, device)).logits.float().cpu().numpy()
+        if out is None:
+            out = np.zeros((len(ds), logits.shape[-1]), dtype=np.float32)
+        out[rows] = logits
     model.train(was_training)
     return out
 
@@ -102,11 +105,14 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int = 128, bat
     model.eval()
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)
     lengths = [len(x) for x in enc["input_ids"]]
-    out = np.zeros((len(texts), model.config.num_labels), dtype=np.float32)
+    out = None
     for rows in sorted_batches(lengths, batch_size):
         feats = [{k: enc[k][i] for k in enc.keys()} for i in rows]
         batch = tokenizer.pad(feats, return_tensors="pt")
-        out[rows] = torch.softmax(model(**to_device(batch, device)).logits.float(), -1).cpu().numpy()
+        probs = torch.softmax(model(**to_device(batch, device)).logits.float(), -1).cpu().numpy()
+        if out is None:
+            out = np.zeros((len(texts), probs.shape[-1]), dtype=np.float32)
+        out[rows] = probs
     return out
 
 
