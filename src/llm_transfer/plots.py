@@ -47,3 +47,57 @@ def plot_history(history: Sequence[dict], baseline: float | None = None, title: 
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_accuracy_bars(accuracies: dict[str, float], title: str = "Dev accuracy"):
+    """One labelled bar per method (e.g. majority class, probe on random weights, probe on pretrained)."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    names, values = list(accuracies), list(accuracies.values())
+    bars = ax.bar(names, values, color=[f"C{i}" for i in range(len(names))])
+    ax.bar_label(bars, labels=[f"{v:.3f}" for v in values], padding=2)
+    ax.set_ylim(0, 1.05)
+    ax.set_ylabel("accuracy")
+    ax.set_title(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_embedding_pca(panels: dict[str, tuple[np.ndarray, Sequence[int]]],
+                       label_names: Sequence[str] = ("negative", "positive"), title: str | None = None):
+    """2-D PCA scatters of embeddings coloured by label, one panel per named (embeddings, labels)."""
+    from sklearn.decomposition import PCA
+
+    fig, axes = plt.subplots(1, len(panels), figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1] * 1.1), squeeze=False)
+    for ax, (name, (emb, labels)) in zip(axes[0], panels.items(), strict=True):
+        pca = PCA(n_components=2, random_state=0)
+        xy = pca.fit_transform(np.asarray(emb))
+        labels = np.asarray(labels)
+        for k, lname in enumerate(label_names):
+            m = labels == k
+            ax.scatter(xy[m, 0], xy[m, 1], s=6, alpha=0.5, color=f"C{3 if k == 0 else 2}", label=lname)
+        ev = pca.explained_variance_ratio_
+        ax.set_title(f"{name}\n(PC1+PC2 explain {100 * ev.sum():.0f}% of variance)", fontsize=9)
+        ax.set_xlabel("PC1")
+        ax.set_ylabel("PC2")
+        ax.legend(fontsize=8, markerscale=2)
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_label_curve(curves: dict[str, tuple[Sequence[int], Sequence[float]]], baseline: float | None = None,
+                     title: str = "Probe accuracy vs labelled examples"):
+    """Dev accuracy against number of labelled training rows (log x), one line per named feature set."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for name, (ns, accs) in curves.items():
+        ax.plot(ns, accs, "o-", label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("labelled training sentences")
+    ax.set_ylabel("dev accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
