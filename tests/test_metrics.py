@@ -67,8 +67,8 @@ def test_has_negation(text, expected):
 
 
 def test_length_bucket_edges():
-    assert [length_bucket(n) for n in (3, 10, 11, 20, 21, 30, 31)] == ["≤10", "≤10", "11–20", "11–20", "21–30",
-                                                                       "21–30", ">30"]
+    got = [length_bucket(n) for n in (3, 10, 11, 20, 21, 30, 31)]
+    assert got == ["≤10", "≤10", "11–20", "11–20", "21–30", "21–30", ">30"]
 
 
 def test_accuracy_by_group():

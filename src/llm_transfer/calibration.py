@@ -1,4 +1,4 @@
-"""Calibration: expected calibration error, reliability-diagram data and temperature scaling (Guo et al. 2017)."""
+"""Calibration: expected calibration error, reliability diagrams, temperature scaling (Guo et al. 2017)."""
 
 from __future__ import annotations
 
@@ -28,11 +28,11 @@ def _check(probs: np.ndarray, labels: Sequence[int]) -> tuple[np.ndarray, np.nda
     """Probabilities as an (n, classes) array and labels as ints, with matching, non-zero lengths."""
     probs, labels = np.asarray(probs, dtype=np.float64), np.asarray(labels)
     if probs.ndim != 2 or len(probs) != len(labels) or len(labels) == 0:
-        raise ValueError(f"need probs of shape (n, classes) and n labels, got {probs.shape} and {labels.shape}.")
+        raise ValueError(f"need probs of shape (n, classes) and n labels, got {probs.shape}, {labels.shape}.")
     return probs, labels
 
 
-def reliability_curve(probs: np.ndarray, labels: Sequence[int], n_bins: int = N_BINS) -> dict[str, np.ndarray]:
+def reliability_curve(probs: np.ndarray, labels: Sequence[int], n_bins: int = N_BINS) -> dict:
     """Per equal-width bin of top-label confidence: bin edges, row count, mean confidence and accuracy."""
     probs, labels = _check(probs, labels)
     conf, correct = probs.max(-1), probs.argmax(-1) == labels
@@ -47,7 +47,7 @@ def reliability_curve(probs: np.ndarray, labels: Sequence[int], n_bins: int = N_
 
 
 def expected_calibration_error(probs: np.ndarray, labels: Sequence[int], n_bins: int = N_BINS) -> float:
-    """ECE = sum over bins of (rows in bin / n) * |accuracy(bin) - mean confidence(bin)|, top-label, equal width."""
+    """ECE = sum over equal-width bins of (rows in bin / n) * |accuracy - mean top-label confidence|."""
     c = reliability_curve(probs, labels, n_bins)
     used = c["count"] > 0
     gaps = np.abs(c["accuracy"][used] - c["confidence"][used])
@@ -59,7 +59,7 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int], max_iter: int = 1
     z = torch.as_tensor(np.asarray(logits), dtype=torch.float64)
     y = torch.as_tensor(np.asarray(labels), dtype=torch.long)
     if z.ndim != 2 or len(z) != len(y) or len(y) == 0:
-        raise ValueError(f"need logits of shape (n, classes) and n labels, got {tuple(z.shape)} and {tuple(y.shape)}.")
+        raise ValueError(f"need logits of shape (n, classes) and n labels, got {tuple(z.shape)}, {len(y)}.")
     log_t = torch.zeros(1, dtype=torch.float64, requires_grad=True)
     opt = torch.optim.LBFGS([log_t], lr=0.5, max_iter=max_iter, line_search_fn="strong_wolfe")
 
@@ -75,7 +75,7 @@ def fit_temperature(logits: np.ndarray, labels: Sequence[int], max_iter: int = 1
 
 def cross_fit_temperature(logits: np.ndarray, labels: Sequence[int], folds: int = 2,
                           seed: int = 0) -> tuple[np.ndarray, list[float]]:
-    """Out-of-fold calibrated probabilities: each fold is scaled with a temperature fitted on the other folds."""
+    """Out-of-fold calibrated probabilities: each fold scaled by a temperature fitted on the other folds."""
     logits, labels = np.asarray(logits), np.asarray(labels)
     fold_of = np.random.default_rng(seed).permutation(len(labels)) % folds
     probs = np.zeros(logits.shape, dtype=np.float64)

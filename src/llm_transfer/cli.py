@@ -1,4 +1,4 @@
-"""The `llm-transfer` command: train, evaluate and predict with SST-2 sentiment checkpoints outside a notebook."""
+"""The `llm-transfer` command: train, evaluate and predict with SST-2 sentiment checkpoints."""
 
 from __future__ import annotations
 
@@ -40,13 +40,13 @@ def _positive_float(s: str) -> float:
 
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser with its three subcommands."""
-    p = argparse.ArgumentParser(prog=PROG, description="Fine-tune, evaluate and use BERT sentiment classifiers "
-                                "(GLUE SST-2), as in the notebook series.")
+    p = argparse.ArgumentParser(prog=PROG, description="Fine-tune, evaluate and use BERT sentiment "
+                                "classifiers (GLUE SST-2), as in the notebook series.")
     sub = p.add_subparsers(dest="command", required=True, metavar="{train,evaluate,predict}")
 
     t = sub.add_parser("train", help="fine-tune on SST-2 (notebook 04's recipe)",
-                       description="Fine-tune a pretrained BERT on SST-2 with notebook 04's recipe; options override "
-                       "the mode's defaults. Prints the final metrics as one JSON object.")
+                       description="Fine-tune a pretrained BERT on SST-2 with notebook 04's recipe; options "
+                       "override the mode's defaults. Prints the final metrics as one JSON object.")
     mode = t.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
                       help="quick recipe: 6,000 training rows, 1 epoch, max length 64 (the default)")
@@ -59,22 +59,24 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, help="peak learning rate")
     t.add_argument("--max-length", type=_positive_int, help="truncate sentences to this many tokens")
     t.add_argument("--train-rows", type=_positive_int, help="train on a random subset of this many rows")
-    t.add_argument("--eval-rows", type=_positive_int, help="evaluate each epoch on a random subset of the dev split")
+    t.add_argument("--eval-rows", type=_positive_int,
+                   help="evaluate each epoch on a random subset of the dev split")
     t.add_argument("--seed", type=int)
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
     t.add_argument("--output", type=Path, help="checkpoint folder (best/ and last/ go inside; default: "
                    "artifacts/<mode>/sst2-finetune, the folder notebooks 04 and 05 use); rerunning resumes")
 
     e = sub.add_parser("evaluate", help="accuracy, F1 and calibration error on a labelled TSV file",
-                       description="Evaluate a checkpoint on a GLUE-style TSV file (header 'sentence<TAB>label', "
-                       "labels 0/1). Prints one JSON object: accuracy, f1 (positive class), ece (15 bins), n.")
+                       description="Evaluate a checkpoint on a GLUE-style TSV file (header "
+                       "'sentence<TAB>label', labels 0/1). Prints one JSON object: accuracy, f1 (positive "
+                       "class), ece (15 bins), n.")
     e.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder written by training")
     e.add_argument("--data", type=Path, required=True, help="TSV file with a 'sentence<TAB>label' header")
     e.add_argument("--batch-size", type=_positive_int, default=128)
 
     r = sub.add_parser("predict", help="label new sentences",
-                       description="Predict the sentiment of sentences given as arguments or in a file (one per "
-                       "line). Prints one line per input: label, probability of that label, text.")
+                       description="Predict the sentiment of sentences given as arguments or in a file (one "
+                       "per line). Prints one line per input: label, probability of that label, text.")
     r.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder written by training")
     r.add_argument("texts", nargs="*", metavar="TEXT", help="sentences to classify")
     r.add_argument("--file", type=Path, help="a UTF-8 text file with one sentence per line")
@@ -84,7 +86,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def _load(folder: Path):
-    """(model, tokenizer, max_length) of a checkpoint this project wrote, or a CLIError saying what is wrong."""
+    """(model, tokenizer, max_length) of a checkpoint this project wrote, or a CLIError saying why not."""
     from .checkpoints import MARKER, load_checkpoint
 
     folder = folder.expanduser()
@@ -131,8 +133,8 @@ def cmd_train(a: argparse.Namespace) -> int:
         res = fine_tune(model, tokenizer, train, dev, cfg, output_dir=out, device=S.device, log=log)
     except ValueError as e:
         if "other arguments" in str(e):
-            raise CLIError(f"{out}/last was trained with other settings; pass another --output to start a new "
-                           "run there (or delete that folder).") from None
+            raise CLIError(f"{out}/last was trained with other settings; pass another --output to start a "
+                           "new run there (or delete that folder).") from None
         raise
     best = res.best
     print(json.dumps({"best_checkpoint": str(res.best_dir), "last_checkpoint": str(res.last_dir),
@@ -172,11 +174,11 @@ def _read_texts(path: Path) -> list[str]:
     try:
         content = raw.decode("utf-8")
     except UnicodeDecodeError as e:
-        raise CLIError(f"{path}: bytes that are not UTF-8 (at byte {e.start}); re-save the file as UTF-8.") from None
+        raise CLIError(f"{path}: bytes that are not UTF-8 (at byte {e.start}); save it as UTF-8.") from None
     lines = content.splitlines()
     for i, line in enumerate(lines, start=1):
         if not line.strip():
-            raise CLIError(f"{path}, line {i}: blank line; put one sentence on each line and remove blank ones.")
+            raise CLIError(f"{path}, line {i}: blank line; put one sentence on each line, no blank lines.")
     return lines
 
 

@@ -20,7 +20,7 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], n_resamples: int 
     """Point value and percentile bootstrap interval of a metric, resampling rows with replacement."""
     y_true, y_pred = np.asarray(y_true), np.asarray(y_pred)
     if len(y_true) != len(y_pred) or len(y_true) == 0:
-        raise ValueError(f"y_true and y_pred need the same, non-zero length (got {len(y_true)} and {len(y_pred)}).")
+        raise ValueError(f"y_true and y_pred need equal non-zero lengths, got {len(y_true)}, {len(y_pred)}.")
     rng = np.random.default_rng(seed)
     idx = rng.integers(0, len(y_true), size=(n_resamples, len(y_true)))
     if metric is accuracy_score:  # vectorised fast path
@@ -34,7 +34,8 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], n_resamples: int 
 
 def per_class_report(y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str]) -> dict[str, dict]:
     """Precision, recall, F1 and support per class name (scikit-learn's precision_recall_fscore_support)."""
-    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(names))), zero_division=0)
+    p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(names))),
+                                                 zero_division=0)
     return {n: {"precision": float(p[i]), "recall": float(r[i]), "f1": float(f[i]), "support": int(s[i])}
             for i, n in enumerate(names)}
 
@@ -57,7 +58,8 @@ def length_bucket(n_tokens: int, edges: Sequence[int] = (10, 20, 30)) -> str:
     return f">{edges[-1]}"
 
 
-def accuracy_by_group(correct: Sequence[bool], groups: Sequence[str], order: Sequence[str] | None = None) -> dict:
+def accuracy_by_group(correct: Sequence[bool], groups: Sequence[str],
+                      order: Sequence[str] | None = None) -> dict:
     """Accuracy and row count for each group label, in `order` (default: first appearance)."""
     correct, groups = np.asarray(correct, dtype=bool), np.asarray(groups)
     order = list(order) if order is not None else list(dict.fromkeys(groups.tolist()))
@@ -68,7 +70,8 @@ def accuracy_by_group(correct: Sequence[bool], groups: Sequence[str], order: Seq
     return out
 
 
-def most_confident_errors(texts: Sequence[str], labels: Sequence[int], probs: np.ndarray, k: int = 10) -> list[dict]:
+def most_confident_errors(texts: Sequence[str], labels: Sequence[int], probs: np.ndarray,
+                          k: int = 10) -> list[dict]:
     """The k wrong predictions made with the highest probability, most confident first."""
     probs = np.asarray(probs)
     labels = np.asarray(labels)
