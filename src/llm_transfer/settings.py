@@ -169,3 +169,21 @@ def in_colab() -> bool:
     except ImportError:
         return False
     return True
+
+
+def hardware(device: str | None = None) -> str:
+    """A one-line description of the machine a result was measured on."""
+    import platform
+
+    cpu = platform.processor() or platform.machine()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    desc = f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    if (device or "").startswith("cuda") and torch.cuda.is_available():
+        desc += f", GPU {torch.cuda.get_device_name(0)}"
+    return desc

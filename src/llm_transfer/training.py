@@ -17,6 +17,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .batching import make_loader, sorted_batches, to_device
 from .checkpoints import load_training_state, recover, save_checkpoint
+from .settings import hardware
 
 
 @dataclass
@@ -136,6 +137,7 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     result = FineTuneResult()
     args = {**asdict(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
+    machine = hardware(str(accelerator.device))
     out = Path(output_dir) if output_dir is not None else None
     start_epoch = 0
     if out is not None and resume and (last := recover(out / "last")) is not None:
@@ -178,7 +180,7 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
         result.examples_seen += seen
         ev = evaluate(accelerator.unwrap_model(model), eval_ds, tokenizer, cfg.eval_batch_size, accelerator.device)
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "eval_accuracy": ev["accuracy"],
-               "eval_loss": ev["loss"], "train_seconds": dt, "examples_per_second": seen / dt}
+               "eval_loss": ev["loss"], "train_seconds": dt, "examples_per_second": seen / dt, "hardware": machine}
         result.history.append(rec)
         log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} | dev acc {ev['accuracy']:.4f} "
             f"| dev loss {ev['loss']:.4f} | {rec['examples_per_second']:.0f} ex/s | {dt:.0f} s")

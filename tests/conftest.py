@@ -1,0 +1,49 @@
+"""Shared fixtures: the real SST-2 folder, a tokenizer, and a tiny random BERT for fast training tests."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_transfer.settings import find_local_sst2, quiet_libraries
+
+quiet_libraries()
+
+
+@pytest.fixture(scope="session")
+def sst2_dir():
+    """The real GLUE SST-2 folder next to the checkout (../shared/data/glue/SST-2)."""
+    folder = find_local_sst2()
+    if folder is None:
+        pytest.skip("no local SST-2 folder (../shared/data/glue/SST-2)")
+    return folder
+
+
+@pytest.fixture(scope="session")
+def sst2(sst2_dir):
+    """SST-2 as a DatasetDict."""
+    from llm_transfer.data import load_sst2
+
+    return load_sst2(sst2_dir)
+
+
+@pytest.fixture(scope="session")
+def tokenizer():
+    """The bundled model's WordPiece tokenizer."""
+    from llm_transfer.models import load_tokenizer
+
+    return load_tokenizer()
+
+
+@pytest.fixture
+def tiny_bert():
+    """A 2-layer, 32-wide BERT classifier with random weights (fast to train)."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification
+
+    def make(seed: int = 0):
+        torch.manual_seed(seed)
+        cfg = BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                         intermediate_size=64, max_position_embeddings=128, num_labels=2)
+        return BertForSequenceClassification(cfg)
+
+    return make

@@ -1,0 +1,48 @@
+"""Settings: arguments first, then environment variables, then defaults."""
+
+from __future__ import annotations
+
+import pytest
+
+from llm_transfer.settings import SettingsError, get_settings, pick_device
+
+
+def test_arguments_beat_environment_beat_defaults(monkeypatch, tmp_path):
+    monkeypatch.delenv("LLM_TRANSFER_MODE", raising=False)
+    monkeypatch.delenv("LLM_TRANSFER_SEED", raising=False)
+    assert get_settings().mode == "quick" and get_settings().seed == 0
+    monkeypatch.setenv("LLM_TRANSFER_MODE", "full")
+    monkeypatch.setenv("LLM_TRANSFER_SEED", "7")
+    monkeypatch.setenv("LLM_TRANSFER_ARTIFACTS", str(tmp_path))
+    s = get_settings()
+    assert (s.mode, s.seed, s.artifacts) == ("full", 7, tmp_path.resolve())
+    assert s.run_dir("x") == tmp_path.resolve() / "full" / "x"
+    s = get_settings(mode="quick", seed=1, data="hub", model="bert-base-uncased")
+    assert (s.mode, s.seed, s.data, s.model) == ("quick", 1, "hub", "bert-base-uncased")
+    line = s.summary()
+    assert "mode = quick" in line and "bert-base-uncased" in line and "hub" in line and "\n" not in line
+
+
+def test_default_data_is_the_shared_folder(sst2_dir, monkeypatch):
+    monkeypatch.delenv("LLM_TRANSFER_DATA", raising=False)
+    assert get_settings().data == str(sst2_dir)
+
+
+def test_bad_values_are_refused(monkeypatch):
+    with pytest.raises(SettingsError, match="quick or full"):
+        get_settings(mode="fast")
+    monkeypatch.setenv("LLM_TRANSFER_SEED", "abc")
+    with pytest.raises(SettingsError, match="not an integer"):
+        get_settings()
+    with pytest.raises(SettingsError, match="not one of"):
+        pick_device("tpu")
+
+
+def test_device_auto_falls_back_to_cpu(monkeypatch):
+    import torch
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: False)
+    assert pick_device("auto") == "cpu"
+    with pytest.raises(SettingsError, match="no CUDA GPU"):
+        pick_device("cuda")

@@ -1,0 +1,106 @@
+"""Batching, the fine-tune loop, checkpoints and resuming."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from llm_transfer.batching import LengthGroupedBatchSampler, padding_stats
+from llm_transfer.checkpoints import CheckpointError, atomic_dir, load_checkpoint, recover, save_checkpoint
+from llm_transfer.data import subsample, tokenize
+from llm_transfer.training import TrainConfig, fine_tune, predict_proba
+
+QUIET = {"log": lambda *a: None}
+
+
+@pytest.fixture(scope="module")
+def small(sst2, tokenizer):
+    """96 training and 64 validation rows, tokenized."""
+    return (tokenize(subsample(sst2["train"], 96, 0), tokenizer, 32),
+            tokenize(subsample(sst2["validation"], 64, 0), tokenizer, 32))
+
+
+def test_length_grouping_covers_every_row_once_with_little_padding(sst2, tokenizer):
+    lengths = [len(x) for x in tokenizer(list(sst2["train"]["sentence"][:5000]))["input_ids"]]
+    grouped = LengthGroupedBatchSampler(lengths, 32, seed=0)
+    for epoch in (0, 1):
+        grouped.set_epoch(epoch)
+        batches = list(grouped)
+        flat = sorted(i for b in batches for i in b)
+        assert flat == list(range(len(lengths))) and len(batches) == len(grouped)
+    randomb = list(LengthGroupedBatchSampler(lengths, 32, seed=0, group=False))
+    g, r = padding_stats(lengths, batches)["real_fraction"], padding_stats(lengths, randomb)["real_fraction"]
+    assert g > 0.9 and r < 0.6, (g, r)
+    grouped.set_epoch(0)
+    first = list(grouped)
+    grouped.set_epoch(1)
+    assert list(grouped) != first  # a new order each epoch
+    grouped.set_epoch(0)
+    assert list(grouped) == first  # ... fixed by (seed, epoch)
+
+
+def test_training_lowers_the_loss_and_is_reproducible(small, tokenizer, tiny_bert):
+    train, dev = small
+    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-3, max_length=32, seed=0)
+    a = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, **QUIET)
+    assert a.history[-1]["train_loss"] < a.history[0]["train_loss"] - 0.01
+    b = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, **QUIET)
+    keys = ("train_loss", "eval_accuracy", "eval_loss")
+    assert [[h[k] for k in keys] for h in a.history] == [[h[k] for k in keys] for h in b.history]
+
+
+def test_checkpoint_reload_and_resume_match_an_uninterrupted_run(small, tokenizer, tiny_bert, tmp_path):
+    train, dev = small
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, seed=1)
+    full = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "a", **QUIET)
+    part = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "b", stop_after=1, **QUIET)
+    assert len(part.history) == 1
+    rest = fine_tune(tiny_bert(5), tokenizer, train, dev, cfg, output_dir=tmp_path / "b", **QUIET)
+    assert rest.resumed_from_epoch == 1 and len(rest.history) == 2
+    assert rest.history[1]["train_loss"] == full.history[1]["train_loss"]
+    texts = list(dev["sentence"][:20])
+    ma, _ = load_checkpoint(tmp_path / "a" / "last")
+    mb, tb = load_checkpoint(tmp_path / "b" / "last")
+    assert np.array_equal(predict_proba(ma, tokenizer, texts), predict_proba(mb, tb, texts))
+    files = {p.name for p in (tmp_path / "a" / "best").iterdir()}
+    assert {"model.safetensors", "config.json", "tokenizer.json", "metrics.json", "train_args.json"} <= files
+    assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
+    assert json.loads((tmp_path / "a" / "best" / "train_args.json").read_text())["lr"] == 1e-3
+    other = TrainConfig(epochs=2, batch_size=8, lr=1e-3, max_length=32, seed=1)
+    with pytest.raises(ValueError, match="other arguments"):
+        fine_tune(tiny_bert(0), tokenizer, train, dev, other, output_dir=tmp_path / "a", **QUIET)
+
+
+def test_interrupted_save_leaves_the_old_checkpoint_intact(tmp_path, tiny_bert, tokenizer):
+    target = tmp_path / "ckpt"
+    save_checkpoint(target, tiny_bert(0), tokenizer, {"acc": 1}, {"lr": 1})
+    before = (target / "model.safetensors").read_bytes()
+
+    def dies_halfway(tmp):
+        (tmp / "model.safetensors").write_bytes(b"partial")
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        atomic_dir(target, dies_halfway)
+    assert (target / "model.safetensors").read_bytes() == before
+    assert [p.name for p in tmp_path.iterdir()] == ["ckpt"]  # no temporary folder left behind
+    # a kill between the two renames leaves the old copy aside: recover() puts it back
+    aside = tmp_path / ".ckpt.old-deadbeef"
+    target.rename(aside)
+    assert recover(target) == target and (target / "model.safetensors").read_bytes() == before
+
+
+def test_damaged_or_foreign_checkpoints_are_refused(tmp_path, tiny_bert, tokenizer):
+    with pytest.raises(CheckpointError, match="not found"):
+        load_checkpoint(tmp_path / "missing")
+    (tmp_path / "foreign").mkdir()
+    (tmp_path / "foreign" / "notes.txt").write_text("hello")
+    with pytest.raises(CheckpointError, match="not a model checkpoint"):
+        load_checkpoint(tmp_path / "foreign")
+    ck = save_checkpoint(tmp_path / "ck", tiny_bert(0), tokenizer, {}, {})
+    w = ck / "model.safetensors"
+    w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="damaged or incomplete"):
+        load_checkpoint(ck)
