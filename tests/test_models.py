@@ -50,7 +50,9 @@ def test_missing_local_folder_gets_a_clear_error(tmp_path):
 
 
 def test_unreachable_hub_name_gets_a_clear_error(monkeypatch):
-    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_OFFLINE", True)  # no network retries in the test
     with pytest.raises(ModelError, match="hub id 'llm-transfer-tests/no-such-model'.*bundled model"):
         load_classifier("llm-transfer-tests/no-such-model")
 

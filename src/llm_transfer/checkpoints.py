@@ -120,7 +120,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu"):
         tokenizer = AutoTokenizer.from_pretrained(folder)
     except Exception as e:
         raise CheckpointError(f"{folder}: checkpoint is damaged or incomplete ({type(e).__name__}: "
-                              f"{str(e)[:200]}); re-run the training that wrote it.") from e
+                              f"{' '.join(str(e).split())[:200]}); re-run the training that wrote it.") from e
     return model.to(device).eval(), tokenizer
 
 

@@ -90,7 +90,8 @@ def _from_pretrained(loader, source: str, **kwargs):
         hint = ("the folder's files may be incomplete or corrupt; re-save or re-download it"
                 if where == "local folder" else
                 "no internet or no such model: check the name, connect, or use the bundled model / a local folder")
-        raise ModelError(f"Could not load {where} {source!r} ({type(e).__name__}: {str(e)[:300]}); {hint}.") from e
+        detail = " ".join(str(e).split())[:300]  # one line, however the library formats it
+        raise ModelError(f"Could not load {where} {source!r} ({type(e).__name__}: {detail}); {hint}.") from e
 
 
 def load_tokenizer(name: str | os.PathLike | None = None):

@@ -101,3 +101,72 @@ def plot_label_curve(curves: dict[str, tuple[Sequence[int], Sequence[float]]], b
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_epoch_curves(histories: dict[str, Sequence[dict]], baseline: float | None = None,
+                      title: str = "Dev accuracy per epoch"):
+    """Dev accuracy after each epoch, one line per named run (e.g. pretrained start vs random start)."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for name, hist in histories.items():
+        ax.plot([h["epoch"] for h in hist], [h["eval_accuracy"] for h in hist], "o-", label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
+    ax.set_xticks(sorted({h["epoch"] for hist in histories.values() for h in hist}))
+    ax.set_xlabel("epoch")
+    ax.set_ylabel("dev accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_delta_grid(grid, title: str = "Relative change ‖δ‖ / ‖θ_s‖ per layer and parameter type"):
+    """Heat map of a layer × type table of relative changes (delta.norm_grid), annotated in per cent."""
+    values = grid.to_numpy(dtype=float)
+    fig, ax = plt.subplots(figsize=(FIGSIZE[0] * 1.25, FIGSIZE[1] * 1.1))
+    im = ax.imshow(np.ma.masked_invalid(values), cmap="viridis", aspect="auto")
+    ax.set_xticks(range(values.shape[1]), list(grid.columns), rotation=30, ha="right")
+    ax.set_yticks(range(values.shape[0]), list(grid.index))
+    for (i, j), v in np.ndenumerate(values):
+        if np.isfinite(v):
+            ax.text(j, i, f"{100 * v:.1f}", ha="center", va="center", fontsize=7,
+                    color="white" if v < np.nanmax(values) * 0.6 else "black")
+    fig.colorbar(im, ax=ax, label="‖δ‖ / ‖θ_s‖ (cells in %)")
+    ax.set_title(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def plot_alpha_sweep(alphas: Sequence[float], accuracies: Sequence[float], baseline: float | None = None,
+                     title: str = "Dev accuracy of θ_s + α·δ"):
+    """Dev accuracy against the scale α of the update (α = 0: the source, α = 1: the fine-tuned model)."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.plot(alphas, accuracies, "o-", color="C0", label="θ_s + α·δ")
+    ax.axvline(1.0, color="C2", ls="--", lw=1, label="α = 1 (θ_t)")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
+    ax.set_xlabel("α")
+    ax.set_ylabel("dev accuracy")
+    ax.set_title(title)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
+def plot_param_efficiency(names: Sequence[str], trainable: Sequence[int], accuracies: Sequence[float],
+                          seconds: Sequence[float], title: str = "Trainable parameters vs dev accuracy"):
+    """One point per strategy: trainable parameters (log x) vs dev accuracy; marker area ∝ training time."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    t = np.asarray(seconds, dtype=float)
+    sizes = 40 + 400 * t / max(t.max(), 1e-9)
+    for i, (n, p, a, s) in enumerate(zip(names, trainable, accuracies, t, strict=True)):
+        ax.scatter(p, a, s=sizes[i], color=f"C{i}", alpha=0.7)
+        ax.annotate(f"{n}\n{s:.0f} s", (p, a), textcoords="offset points", xytext=(8, -4), fontsize=8)
+    ax.set_xscale("log")
+    lo, hi = min(trainable), max(trainable)
+    ax.set_xlim(lo / 3, hi * 8)
+    ax.set_xlabel("trainable parameters (log scale)")
+    ax.set_ylabel("dev accuracy")
+    ax.set_title(title + " (marker area ∝ training time)", fontsize=10)
+    fig.tight_layout()
+    return fig
