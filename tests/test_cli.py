@@ -91,9 +91,10 @@ def test_predict_args_file_and_json(trained, tmp_path, capsys):
 
 
 def test_console_script_subprocess(trained):
+    """One real process through the installed console script (or python -m when it is not on PATH)."""
     exe = shutil.which("llm-transfer") or str(Path(sys.executable).with_name("llm-transfer"))
     cmd = [exe] if Path(exe).exists() else [sys.executable, "-m", "llm_transfer.cli"]
-    ok = subprocess.run([*cmd, "predict", "--checkpoint", str(trained / "best"), "--json", "fine"],  # one real process
+    ok = subprocess.run([*cmd, "predict", "--checkpoint", str(trained / "best"), "--json", "fine"],
                         capture_output=True, text=True, timeout=120)
     assert ok.returncode == 0, ok.stderr
     assert json.loads(ok.stdout)["text"] == "fine"
