@@ -170,3 +170,47 @@ def plot_param_efficiency(names: Sequence[str], trainable: Sequence[int], accura
     ax.set_title(title + " (marker area ∝ training time)", fontsize=10)
     fig.tight_layout()
     return fig
+
+
+def plot_reliability(curves: dict[str, dict], eces: dict[str, float] | None = None,
+                     title: str = "Reliability diagram"):
+    """Accuracy against mean confidence per bin (from calibration.reliability_curve), one panel per curve."""
+    fig, axes = plt.subplots(1, len(curves), figsize=(FIGSIZE[0] * 0.75 * len(curves), FIGSIZE[1] * 1.1),
+                             sharey=True, squeeze=False)
+    for ax, (name, c) in zip(axes[0], curves.items(), strict=True):
+        edges, used = c["edges"], c["count"] > 0
+        width = edges[1] - edges[0]
+        ax.bar(edges[:-1][used], c["accuracy"][used], width=width, align="edge", edgecolor="k", alpha=0.7,
+               label="accuracy in bin")
+        ax.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+        ax.plot(c["confidence"][used], c["accuracy"][used], "o", color="C3", ms=3, label="(mean conf., acc.)")
+        lo = max(0.0, edges[:-1][used].min() - width)
+        ax.set_xlim(lo, 1)
+        ax.set_ylim(0, 1)
+        ece = f" (ECE {eces[name]:.3f})" if eces and name in eces else ""
+        ax.set_title(name + ece, fontsize=10)
+        ax.set_xlabel("confidence (top-label probability)")
+    axes[0][0].set_ylabel("accuracy")
+    axes[0][0].legend(fontsize=7, loc="upper left")
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
+
+
+def plot_learning_curve(sizes: Sequence[int], curves: dict[str, Sequence[float]],
+                        baseline: float | None = None, title: str = "Dev accuracy against training examples"):
+    """Accuracy against training-set size (log x), one line per model; NaN points are left out."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for i, (name, accs) in enumerate(curves.items()):
+        x, y = np.asarray(sizes, dtype=float), np.asarray(accs, dtype=float)
+        ok = ~np.isnan(y)
+        ax.plot(x[ok], y[ok], "o-" if i == 0 else "s--", label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
+    ax.set_xscale("log")
+    ax.set_xlabel("training examples (log scale)")
+    ax.set_ylabel("dev accuracy")
+    ax.set_title(title, fontsize=10)
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
