@@ -91,6 +91,14 @@ def test_cache_is_reused_only_for_the_same_sentences(tiny_encoder, tokenizer, tm
     assert not reused and other.shape == first.shape
 
 
+def test_unreadable_cache_is_recomputed(tiny_encoder, tokenizer, tmp_path):
+    path = tmp_path / "broken.npz"
+    path.write_bytes(b"not a zip file")
+    emb, reused = load_or_embed(path, tiny_encoder, tokenizer, SENTENCES[:2])
+    assert not reused and emb.shape == (2, 32)
+    assert load_or_embed(path, None, tokenizer, SENTENCES[:2])[1]
+
+
 def test_cache_name_is_a_safe_file_name():
     name = cache_name("/home/me/models/my model", "random", "validation", 872, 0)
     assert "/" not in name and " " not in name and name.endswith("-random-validation-n872-seed0.npz")

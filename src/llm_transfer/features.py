@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import re
+import zipfile
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -81,9 +82,12 @@ def load_or_embed(path: str | os.PathLike, model: torch.nn.Module | None, tokeni
     sentences = list(sentences)
     key = sentences_key(sentences)
     if path.is_file():
-        with np.load(path) as z:
-            if str(z["key"]) == key and len(z["embeddings"]) == len(sentences):
-                return z["embeddings"], True
+        try:
+            with np.load(path) as z:
+                if str(z["key"]) == key and len(z["embeddings"]) == len(sentences):
+                    return z["embeddings"], True
+        except (OSError, ValueError, KeyError, zipfile.BadZipFile):
+            pass  # an unreadable or foreign file counts as no cache: it is recomputed and overwritten
     if model is None:
         raise FileNotFoundError(f"{path}: no cached embeddings for these sentences; pass the encoder so they "
                                 "can be computed.")
