@@ -42,10 +42,10 @@ def test_length_grouping_covers_every_row_once_with_little_padding(sst2, tokeniz
 
 
 def test_training_lowers_the_loss_and_is_reproducible(small, tokenizer, tiny_bert):
-    train, dev = small
-    cfg = TrainConfig(epochs=3, batch_size=16, lr=1e-3, max_length=32, seed=0)
+    train, dev = small[0].select(range(24)), small[1]
+    cfg = TrainConfig(epochs=8, batch_size=8, lr=3e-3, warmup_ratio=0.0, max_length=32, seed=0)
     a = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, **QUIET)
-    assert a.history[-1]["train_loss"] < a.history[0]["train_loss"] - 0.01
+    assert a.history[-1]["train_loss"] < a.history[0]["train_loss"] - 0.03, a.history
     b = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, **QUIET)
     keys = ("train_loss", "eval_accuracy", "eval_loss")
     assert [[h[k] for k in keys] for h in a.history] == [[h[k] for k in keys] for h in b.history]
