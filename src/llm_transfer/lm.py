@@ -138,7 +138,7 @@ class TinyGPT(nn.Module):
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.head.weight = self.tok_emb.weight  # weight tying: one matrix reads and writes words
         self.apply(_init_weights)
 
@@ -181,9 +181,10 @@ class LSTMLM(nn.Module):
         self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, cfg.n_layer, batch_first=True,
                             dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
         self.ln_f = nn.LayerNorm(cfg.d_model)
-        self.head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.head.weight = self.tok_emb.weight
         nn.init.normal_(self.tok_emb.weight, std=0.02)
+        nn.init.zeros_(self.head.bias)
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
         """Last hidden states (B, T, d_model); right padding comes after the words, so it changes nothing."""
@@ -314,10 +315,10 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
 def pretrain_budget(settings: Settings) -> dict:
     """Sizes of the pretraining run for the settings' mode (shown in notebook 02; notebook 03 reuses it)."""
     if settings.quick:
-        return dict(sentences=20_000, steps=300, batch_size=64, lr=3e-3, n_layer=2, n_head=4, d_model=128,
-                    dropout=0.1, eval_every=50, eval_sentences=500)
-    return dict(sentences=None, steps=2000, batch_size=64, lr=2e-3, n_layer=4, n_head=4, d_model=192,
-                dropout=0.1, eval_every=200, eval_sentences=1500)
+        return dict(sentences=20_000, steps=300, batch_size=32, lr=5e-3, n_layer=2, n_head=4, d_model=128,
+                    dropout=0.0, eval_every=50, eval_sentences=500)
+    return dict(sentences=None, steps=1200, batch_size=64, lr=3e-3, n_layer=2, n_head=6, d_model=192,
+                dropout=0.1, eval_every=150, eval_sentences=2000)
 
 
 def pretraining_sentences(settings: Settings, n: int | None = None) -> list[str]:
@@ -337,6 +338,12 @@ def split_corpus(sentences: Sequence[str], tokenizer, heldout_frac: float = HELD
     return [ids[i] for i in order[n_held:]], [ids[i] for i in order[:n_held]]
 
 
+def pretraining_corpus(settings: Settings, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
+    """(train_ids, heldout_ids): what the series' TinyGPT is pretrained and measured on in this mode."""
+    sentences = pretraining_sentences(settings, pretrain_budget(settings)["sentences"])
+    return split_corpus(sentences, tokenizer, seed=settings.seed)
+
+
 def new_lm(train_ids: Sequence[Sequence[int]], tokenizer, arch: str = "gpt", **sizes) -> nn.Module:
     """A fresh TinyGPT ('gpt'), bidirectional TinyGPT ('bidirectional') or LSTMLM ('lstm') on these ids."""
     keep = build_vocab(train_ids, tokenizer.all_special_ids)
@@ -346,7 +353,19 @@ def new_lm(train_ids: Sequence[Sequence[int]], tokenizer, arch: str = "gpt", **s
     if model is None:
         raise ValueError(f"arch={arch!r} is not one of 'gpt', 'bidirectional', 'lstm'.")
     model.vocab.fit(keep, tokenizer.unk_token_id)
+    init_output_bias(model, train_ids)
     return model
+
+
+@torch.no_grad()
+def init_output_bias(model: nn.Module, train_ids: Sequence[Sequence[int]]) -> None:
+    """Start the output bias at log unigram frequencies (add-one), so step 0 already predicts the word prior.
+
+    A. Karpathy's "init well" advice: the model then spends its steps on context, not on word frequencies.
+    """
+    predicted = torch.as_tensor([i for s in train_ids for i in s[1:]])
+    counts = torch.bincount(model.vocab(predicted), minlength=model.cfg.vocab_size).float()
+    model.head.bias.copy_(torch.log((counts + 1) / (counts.sum() + len(counts))))
 
 
 def save_lm(model: nn.Module, folder: str | Path, extra: dict | None = None) -> Path:
@@ -390,8 +409,7 @@ def get_pretrained_lm(settings: Settings, log: Callable = print):
             log(f"reusing the pretrained TinyGPT in {folder}")
             return load_lm(folder, settings.device), tokenizer
         log(f"{folder} holds a model trained with another budget or seed: training a new one")
-    train_ids, held_ids = split_corpus(pretraining_sentences(settings, budget["sentences"]), tokenizer,
-                                       seed=settings.seed)
+    train_ids, held_ids = pretraining_corpus(settings, tokenizer)
     torch.manual_seed(settings.seed)
     model = new_lm(train_ids, tokenizer, "gpt", n_layer=budget["n_layer"], n_head=budget["n_head"],
                    d_model=budget["d_model"], dropout=budget["dropout"]).to(settings.device)

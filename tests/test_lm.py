@@ -1,0 +1,162 @@
+"""The small language models: causal mask, masking rule, classifier head, and the pretrained-LM artefact."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from llm_transfer import lm
+from llm_transfer.masking import IGNORE_INDEX, mask_tokens, masking_stats
+
+V = 60
+
+
+def tiny(causal: bool = True, arch=lm.TinyGPT) -> torch.nn.Module:
+    """A 1-layer, 32-wide model on a 60-token vocabulary, dropout off."""
+    torch.manual_seed(0)
+    return arch(lm.LMConfig(vocab_size=V, block_size=16, n_layer=1, n_head=2, d_model=32, dropout=0.0,
+                            causal=causal)).eval()
+
+
+def logits_after_changing_last(model, t: int = 7) -> tuple[torch.Tensor, torch.Tensor]:
+    """Logits of a sentence and of the same sentence with token t replaced."""
+    x = torch.randint(5, V, (2, 10), generator=torch.Generator().manual_seed(1))
+    y = x.clone()
+    y[:, t] = (x[:, t] + 1) % V
+    with torch.no_grad():
+        return model(x), model(y)
+
+
+@pytest.mark.parametrize("arch", [lm.TinyGPT, lm.LSTMLM])
+def test_causal_model_earlier_positions_ignore_later_tokens(arch):
+    a, b = logits_after_changing_last(tiny(True, arch), t=7)
+    assert torch.equal(a[:, :7], b[:, :7])  # positions before the change: bit-identical
+    assert not torch.allclose(a[:, 7:], b[:, 7:])  # from the change on: different
+
+
+def test_bidirectional_model_earlier_positions_see_later_tokens():
+    a, b = logits_after_changing_last(tiny(False), t=7)
+    assert not torch.allclose(a[:, :7], b[:, :7], atol=1e-6)
+
+
+def test_padding_does_not_change_real_positions():
+    model = tiny(False)
+    x = torch.randint(5, V, (1, 6))
+    padded = torch.cat([x, torch.zeros(1, 4, dtype=torch.long)], 1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 4)], 1).long()
+    with torch.no_grad():
+        assert torch.allclose(model(x), model(padded, mask)[:, :6], atol=1e-5)
+
+
+def test_causal_loss_is_the_chain_rule():
+    model = tiny()
+    x = torch.randint(5, V, (1, 9))
+    loss, n = lm.causal_lm_loss(model, x, torch.ones_like(x))
+    with torch.no_grad():
+        logp = F.log_softmax(model(x)[0], -1)
+    by_hand = sum(logp[t - 1, x[0, t]] for t in range(1, 9))
+    assert n == 8 and torch.allclose(-loss * n, by_hand, atol=1e-4)
+
+
+def test_masking_proportions_on_a_large_batch():
+    specials, pad, mask_id = [0, 1, 2, 3], 0, 3
+    g = torch.Generator().manual_seed(0)
+    ids = torch.randint(4, 1000, (400, 128), generator=g)
+    ids[:, 0], ids[:, -1] = 1, 2  # [CLS] ... [SEP]
+    attn = torch.ones_like(ids)
+    attn[:200, 100:] = 0  # half the rows padded at the end
+    ids[attn == 0] = pad
+    corrupted, labels = mask_tokens(ids, mask_id, specials, torch.arange(4, 1000), attn, generator=g)
+    maskable = ~torch.isin(ids, torch.tensor(specials)) & attn.bool()
+    st = masking_stats(ids, corrupted, labels, mask_id, maskable)
+    assert st["special_or_pad_picked"] == 0
+    assert abs(st["picked_frac"] - 0.15) < 0.005
+    assert abs(st["mask_frac"] - 0.8) < 0.01
+    assert abs(st["random_frac"] - 0.1) < 0.01 and abs(st["unchanged_frac"] - 0.1) < 0.01
+    assert torch.equal(corrupted[labels == IGNORE_INDEX], ids[labels == IGNORE_INDEX])  # the rest untouched
+    assert torch.equal(labels[labels != IGNORE_INDEX], ids[labels != IGNORE_INDEX])
+
+
+def test_masking_rejects_bad_fractions():
+    with pytest.raises(ValueError, match="mask_frac"):
+        mask_tokens(torch.ones(2, 3, dtype=torch.long), 3, [0], [5], mask_frac=0.95, random_frac=0.1)
+
+
+def test_vocab_maps_unseen_ids_to_unk_and_back():
+    keep = lm.build_vocab([[101, 7, 7, 9, 102]], special_ids=[0, 100, 101, 102, 103])
+    assert keep[:5] == [0, 100, 101, 102, 103] and keep[5] == 7  # specials first, then by frequency
+    vocab = lm.Vocab(len(keep), source_vocab_size=200).fit(keep, unk_id=100)
+    compact = vocab(torch.tensor([7, 9, 55]))
+    assert compact.tolist() == [5, 6, 1] and vocab.to_source[compact].tolist() == [7, 9, 100]
+    with pytest.raises(ValueError, match="outside this model's vocabulary"):
+        vocab(torch.tensor([250]))
+
+
+def test_classifier_shapes_and_a_few_steps_lower_the_loss():
+    clf = lm.LMClassifier(tiny(), num_labels=2, dropout=0.0)
+    ids = torch.randint(5, V, (8, 10), generator=torch.Generator().manual_seed(2))
+    mask = torch.ones_like(ids)
+    mask[::2, 6:] = 0  # right padding on half the rows
+    labels = torch.tensor([0, 1] * 4)
+    out = clf(input_ids=ids, attention_mask=mask, labels=labels)
+    assert out.logits.shape == (8, 2) and out.loss.ndim == 0
+    assert clf(ids, mask).loss is None
+    opt = torch.optim.AdamW(clf.parameters(), lr=1e-2)
+    first = out.loss.item()
+    for _ in range(10):
+        loss = clf(ids, mask, labels).loss
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    assert clf(ids, mask, labels).loss.item() < 0.5 * first
+
+
+def test_classifier_pools_the_last_real_token():
+    clf = lm.LMClassifier(tiny(), dropout=0.0).eval()
+    x = torch.randint(5, V, (1, 6))
+    padded = torch.cat([x, torch.zeros(1, 3, dtype=torch.long)], 1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 3)], 1).long()
+    with torch.no_grad():
+        assert torch.allclose(clf(x).logits, clf(padded, mask).logits, atol=1e-5)
+
+
+def test_classifier_trains_with_the_series_fine_tune_loop(tokenizer, sst2):
+    from llm_transfer.data import tokenize
+    from llm_transfer.training import TrainConfig, evaluate, fine_tune
+
+    rows = sst2["train"].select(range(64))
+    train_ids = tokenizer(list(rows["sentence"]))["input_ids"]
+    body = lm.new_lm(train_ids, tokenizer, n_layer=1, n_head=2, d_model=32, dropout=0.0)
+    tok_ds = tokenize(rows, tokenizer, max_length=64)
+    clf = lm.LMClassifier(body)
+    cfg = TrainConfig(epochs=1, batch_size=16, lr=1e-3)
+    res = fine_tune(clf, tokenizer, tok_ds, tok_ds, cfg, device="cpu", log=lambda *a: None)
+    ev = evaluate(clf, tok_ds, tokenizer)
+    assert len(res.history) == 1 and ev["n"] == 64 and 0.0 <= ev["accuracy"] <= 1.0
+
+
+def test_pretrained_lm_artefact_round_trip(monkeypatch, tmp_path, sst2_dir):
+    from llm_transfer.settings import get_settings
+
+    budget = dict(sentences=300, steps=3, batch_size=8, lr=1e-3, n_layer=1, n_head=2, d_model=32, dropout=0.0,
+                  eval_every=3, eval_sentences=10)
+    monkeypatch.setattr(lm, "pretrain_budget", lambda settings: budget)
+    S = get_settings(data=sst2_dir, mode="quick", artifacts=tmp_path, device="cpu")
+    logs: list[str] = []
+    model, tok = lm.get_pretrained_lm(S, log=logs.append)
+    assert (S.run_dir(lm.PRETRAIN_RUN) / "model.safetensors").is_file()
+    again, _ = lm.get_pretrained_lm(S, log=logs.append)
+    assert logs[-1].startswith("reusing")
+    ids = tok(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
+    with torch.no_grad():
+        a = model(ids["input_ids"], ids["attention_mask"])
+        b = again(ids["input_ids"], ids["attention_mask"])
+    assert torch.equal(a, b)
+    meta = lm.read_lm_meta(S.run_dir(lm.PRETRAIN_RUN))
+    assert meta["budget"] == budget and len(meta["history"]) == 1
+
+
+def test_load_lm_missing_folder_is_a_clear_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="get_pretrained_lm"):
+        lm.load_lm(tmp_path / "nothing")
