@@ -214,3 +214,26 @@ def plot_learning_curve(sizes: Sequence[int], curves: dict[str, Sequence[float]]
     ax.legend(fontsize=8)
     fig.tight_layout()
     return fig
+
+
+def plot_lm_curves(histories: dict[str, Sequence[dict]], baselines: dict[str, float] | None = None,
+                   title: str = "Language-model pretraining"):
+    """Per model: train / held-out loss by step (left), held-out perplexity (right, log scale) vs baselines."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
+    for k, (name, hist) in enumerate(histories.items()):
+        steps = [h["step"] for h in hist]
+        a1.plot(steps, [h["train_loss"] for h in hist], "-", color=f"C{k}", label=f"{name} train")
+        a1.plot(steps, [h["heldout_loss"] for h in hist], "o--", color=f"C{k}", label=f"{name} held-out")
+        a2.plot(steps, [np.exp(h["heldout_loss"]) for h in hist], "o-", color=f"C{k}", label=name)
+    for j, (name, ppl) in enumerate((baselines or {}).items()):
+        a2.axhline(ppl, color="grey", ls=[":", "--", "-."][j % 3], label=f"{name} ({ppl:,.0f})")
+    a1.set_xlabel("step")
+    a1.set_ylabel("cross-entropy (nats / token)")
+    a1.legend(fontsize=7)
+    a2.set_yscale("log")
+    a2.set_xlabel("step")
+    a2.set_ylabel("held-out perplexity")
+    a2.legend(fontsize=7)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
