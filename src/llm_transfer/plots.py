@@ -218,7 +218,7 @@ def plot_learning_curve(sizes: Sequence[int], curves: dict[str, Sequence[float]]
 
 def plot_lm_curves(histories: dict[str, Sequence[dict]], baselines: dict[str, float] | None = None,
                    title: str = "Language-model pretraining"):
-    """Per model: train / held-out loss by step (left), held-out perplexity (right, log scale) vs baselines."""
+    """Per model: train and held-out loss by step; held-out perplexity (log scale) against baselines."""
     fig, (a1, a2) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
     for k, (name, hist) in enumerate(histories.items()):
         steps = [h["step"] for h in hist]
