@@ -18,9 +18,11 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
   start=$(date +%s)
   if [ "$MODE" = full ]; then
     jupyter nbconvert --to notebook --execute --inplace --ExecutePreprocessor.timeout=-1 "$nb"
+    python scripts/tidy_outputs.py "$nb"
   else
     jupyter nbconvert --to notebook --execute --ExecutePreprocessor.timeout=1800 \
       --output-dir artifacts/executed "$nb"
+    python scripts/tidy_outputs.py "artifacts/executed/$(basename "$nb")"
   fi
   echo "$nb: $MODE mode, $(( $(date +%s) - start )) s"
 done
