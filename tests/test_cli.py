@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from llm_transfer import get_settings
+from llm_transfer.settings import get_settings
 from llm_transfer.cli import main
 from llm_transfer.data import load_sst2
 

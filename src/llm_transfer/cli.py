@@ -9,6 +9,8 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
+
 PROG = "llm-transfer"
 
 
@@ -157,7 +159,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     ds = read_glue_tsv(a.data, "validation")  # raises DataError naming the file and line
     model, tokenizer, max_length = _load(a.checkpoint)
     logits = predict_logits(model, tokenizer, tokenize(ds, tokenizer, max_length), batch_size=a.batch_size)
-    probs, labels = softmax(logits), ds["label"]
+    probs, labels = softmax(logits), np.asarray(ds["label"])
     pred = probs.argmax(-1)
     print(json.dumps({"accuracy": float((pred == labels).mean()),
                       "f1": float(f1_score(labels, pred, zero_division=0)),

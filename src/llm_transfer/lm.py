@@ -449,11 +449,12 @@ def generate(model: nn.Module, tokenizer, prompt: str = "", max_new_tokens: int 
 
 
 @torch.no_grad()
-def fill_mask(model: nn.Module, tokenizer, text: str, k: int = 5) -> list[list[tuple[str, float]]]:
-    """Top-k (token, probability) for each [MASK] in `text`, from a bidirectional (masked-LM) model."""
+def fill_mask(model: nn.Module, tokenizer, text: str | Sequence[int], k: int = 5
+              ) -> list[list[tuple[str, float]]]:
+    """Top-k (token, probability) for each [MASK] in `text` (a string or token ids), from a masked LM."""
     model.eval()
-    enc = tokenizer(text, return_tensors="pt")
-    ids = enc["input_ids"].to(next(model.parameters()).device)
+    ids = tokenizer(text)["input_ids"] if isinstance(text, str) else list(text)
+    ids = torch.tensor([ids], device=next(model.parameters()).device)
     where = (ids[0] == tokenizer.mask_token_id).nonzero().flatten()
     if len(where) == 0:
         raise ValueError(f"{text!r} has no {tokenizer.mask_token} token to fill in.")

@@ -19,7 +19,7 @@ def sst2_recipe(settings: Settings) -> tuple[TrainConfig, int | None]:
     if settings.quick:
         cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-4, warmup_ratio=0.1, max_length=64, seed=settings.seed)
         return cfg, QUICK_TRAIN_ROWS
-    cfg = TrainConfig(epochs=3, batch_size=32, lr=1e-4, warmup_ratio=0.06, max_length=128, seed=settings.seed)
+    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-4, warmup_ratio=0.06, max_length=128, seed=settings.seed)
     return cfg, None
 
 
