@@ -5,7 +5,7 @@ import warnings
 # tqdm.auto warns in notebooks without ipywidgets; our bars are plain text on purpose (small saved outputs).
 warnings.filterwarnings("ignore", message="IProgress not found")
 
-from .settings import Settings  # noqa: E402, get_settings, quiet_libraries, seed_everything
+from .settings import Settings, get_settings, quiet_libraries, seed_everything  # noqa: E402
 
 __version__ = "0.1.0"
 __all__ = ["Settings", "get_settings", "quiet_libraries", "seed_everything", "__version__"]
