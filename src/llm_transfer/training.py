@@ -62,7 +62,7 @@ class FineTuneResult:
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with no weight decay on biases and LayerNorm weights (the BERT recipe)."""
     decay, no_decay = [], []
-    for name, p in model.named_parameters():
+    for p in model.parameters():
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
