@@ -51,22 +51,24 @@ def build_parser() -> argparse.ArgumentParser:
                        "override the mode's defaults. Prints the final metrics as one JSON object.")
     mode = t.add_mutually_exclusive_group()
     mode.add_argument("--quick", dest="mode", action="store_const", const="quick",
-                      help="quick recipe: 6,000 training rows, 1 epoch, max length 64 (the default)")
+                      help="quick recipe: 6,000 training rows, 1 epoch, max length 64 (the default unless "
+                      "LLM_TRANSFER_MODE=full)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
                       help="full recipe: the whole train split, 3 epochs, max length 128")
     t.add_argument("--model", help="'bundled' (all-MiniLM-L6-v2), a hub id or a local model folder")
     t.add_argument("--data", help="a GLUE SST-2 folder (train.tsv, dev.tsv, test.tsv) or 'hub'")
-    t.add_argument("--epochs", type=_positive_int)
-    t.add_argument("--batch-size", type=_positive_int)
+    t.add_argument("--epochs", type=_positive_int, help="passes over the training rows")
+    t.add_argument("--batch-size", type=_positive_int, help="training rows per optimizer step")
     t.add_argument("--lr", type=_positive_float, help="peak learning rate")
     t.add_argument("--max-length", type=_positive_int, help="truncate sentences to this many tokens")
     t.add_argument("--train-rows", type=_positive_int, help="train on a random subset of this many rows")
     t.add_argument("--eval-rows", type=_positive_int,
                    help="evaluate each epoch on a random subset of the dev split")
-    t.add_argument("--seed", type=int)
+    t.add_argument("--seed", type=int, help="seed for the data subset, the new head and the batch order")
     t.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps")
-    t.add_argument("--output", type=Path, help="checkpoint folder (best/ and last/ go inside; default: "
-                   "artifacts/<mode>/sst2-finetune, the folder notebooks 04 and 05 use); rerunning resumes")
+    t.add_argument("--output", type=Path, help="checkpoint folder (best/ and last/ go inside); default: "
+                   "artifacts/<mode>/sst2-finetune, the folder notebooks 04 and 05 use, or "
+                   "artifacts/<mode>/cli-finetune when a recipe option is changed; rerunning resumes")
 
     e = sub.add_parser("evaluate", help="accuracy, F1 and calibration error on a labelled TSV file",
                        description="Evaluate a checkpoint on a GLUE-style TSV file (header "
@@ -120,9 +122,12 @@ def cmd_train(a: argparse.Namespace) -> int:
     S = get_settings(data=a.data, model=a.model, mode=a.mode, device=a.device, seed=a.seed)
     cfg, rows = sst2_recipe(S)
     overrides = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_length": a.max_length}
-    cfg = replace(cfg, **{k: v for k, v in overrides.items() if v is not None})
+    changed = {k: v for k, v in overrides.items() if v is not None}
+    cfg = replace(cfg, **changed)
     rows = a.train_rows or rows
-    out = a.output if a.output is not None else S.run_dir(FINETUNE_RUN)
+    custom = bool(changed) or a.train_rows is not None or a.eval_rows is not None
+    # notebooks 04 and 05 reuse the default folder: keep it for the recipe exactly as written
+    out = a.output if a.output is not None else S.run_dir("cli-finetune" if custom else FINETUNE_RUN)
     log = lambda *m: print(*m, file=sys.stderr)  # noqa: E731  (stdout carries only the JSON result)
     log(S.summary())
     dsd = load_sst2(S.data)
