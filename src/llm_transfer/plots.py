@@ -208,6 +208,8 @@ def plot_learning_curve(sizes: Sequence[int], curves: dict[str, Sequence[float]]
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
     ax.set_xscale("log")
+    ax.set_xticks(list(sizes), [f"{int(n):,}" for n in sizes])
+    ax.minorticks_off()
     ax.set_xlabel("training examples (log scale)")
     ax.set_ylabel("dev accuracy")
     ax.set_title(title, fontsize=10)
