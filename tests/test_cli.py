@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from llm_transfer.settings import get_settings
 from llm_transfer.cli import main
 from llm_transfer.data import load_sst2
+from llm_transfer.settings import get_settings
 
 
 def run(argv, capsys) -> tuple[int, str, str]:
@@ -171,3 +171,11 @@ def test_usage_errors_exit_2(capsys):
     assert code == 2 and "not allowed with" in err
     code, _, err = run(["evaluate", "--data", "x.tsv"], capsys)
     assert code == 2 and "--checkpoint" in err
+
+
+def test_train_bad_data_folder(tmp_path, capsys):
+    code, out, err = run(["train", "--data", tmp_path / "no-such-folder", "--output", tmp_path / "run"], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and out == "" and "Traceback" not in err
+    assert last.startswith("llm-transfer: error: ") and "SST-2 folder not found" in last
+    assert not (tmp_path / "run").exists()  # nothing written

@@ -89,7 +89,7 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
-def _load(folder: Path):
+def _load(folder: Path) -> tuple:
     """(model, tokenizer, max_length) of a checkpoint this project wrote, or a CLIError saying why not."""
     from .checkpoints import MARKER, load_checkpoint
 
