@@ -16,6 +16,7 @@ import itertools
 import json
 import math
 import time
+import warnings
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass
@@ -34,6 +35,7 @@ from .checkpoints import atomic_dir
 from .masking import IGNORE_INDEX, mask_tokens
 from .settings import Settings
 
+warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 PRETRAIN_RUN = "tiny-lm"  # artifacts/<mode>/tiny-lm/{model.safetensors, config.json, history.json}
 HELDOUT_FRAC = 0.05
 
@@ -50,6 +52,7 @@ class LMConfig:
     dropout: float = 0.1
     causal: bool = True  # False: every token sees every other one (the masked-LM variant)
     source_vocab_size: int = 0  # the tokenizer's vocabulary; 0 = ids come in already compact
+    lstm_hidden: int = 0  # LSTMLM only: cells per layer, projected back to d_model (0 = d_model, no projection)
 
 
 class Vocab(nn.Module):
@@ -170,7 +173,10 @@ class TinyGPT(nn.Module):
 
 
 class LSTMLM(nn.Module):
-    """An LSTM language model with the same interface: embedding, n_layer LSTM layers, tied output layer."""
+    """An LSTM language model with the same interface: embedding, n_layer LSTM layers, tied output layer.
+
+    With lstm_hidden > d_model each layer has that many cells and projects its output back to d_model (LSTMP).
+    """
 
     def __init__(self, cfg: LMConfig):
         super().__init__()
@@ -178,8 +184,10 @@ class LSTMLM(nn.Module):
         self.vocab = Vocab(cfg.vocab_size, cfg.source_vocab_size)
         self.tok_emb = nn.Embedding(cfg.vocab_size, cfg.d_model)
         self.drop = nn.Dropout(cfg.dropout)
-        self.lstm = nn.LSTM(cfg.d_model, cfg.d_model, cfg.n_layer, batch_first=True,
-                            dropout=cfg.dropout if cfg.n_layer > 1 else 0.0)
+        hidden = cfg.lstm_hidden or cfg.d_model
+        self.lstm = nn.LSTM(cfg.d_model, hidden, cfg.n_layer, batch_first=True,
+                            dropout=cfg.dropout if cfg.n_layer > 1 else 0.0,
+                            proj_size=cfg.d_model if hidden != cfg.d_model else 0)
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
         self.head.weight = self.tok_emb.weight
