@@ -10,7 +10,7 @@ import torch
 STRATEGIES = ("head-only", "bitfit", "lora", "full")
 HEAD_NAMES = ("classifier", "score")  # the task head of Hugging Face sequence classifiers
 # Learning rates that suit each strategy on SST-2 (few trainable parameters tolerate, and need, larger steps).
-DEFAULT_LR = {"head-only": 3e-3, "bitfit": 1e-3, "lora": 1e-3, "full": 1e-4}
+DEFAULT_LR = {"head-only": 1e-1, "bitfit": 5e-3, "lora": 5e-3, "full": 1e-4}
 LORA_TARGETS = ("query", "value")
 
 
