@@ -325,8 +325,8 @@ def pretrain_budget(settings: Settings) -> dict:
     if settings.quick:
         return dict(sentences=20_000, steps=300, batch_size=32, lr=5e-3, n_layer=2, n_head=4, d_model=128,
                     dropout=0.0, eval_every=50, eval_sentences=500)
-    return dict(sentences=None, steps=1200, batch_size=64, lr=3e-3, n_layer=2, n_head=6, d_model=192,
-                dropout=0.1, eval_every=150, eval_sentences=2000)
+    return dict(sentences=None, steps=1200, batch_size=64, lr=5e-3, n_layer=2, n_head=4, d_model=128,
+                dropout=0.0, eval_every=150, eval_sentences=1000)
 
 
 def pretraining_sentences(settings: Settings, n: int | None = None) -> list[str]:
