@@ -160,3 +160,17 @@ def test_pretrained_lm_artefact_round_trip(monkeypatch, tmp_path, sst2_dir):
 def test_load_lm_missing_folder_is_a_clear_error(tmp_path):
     with pytest.raises(FileNotFoundError, match="get_pretrained_lm"):
         lm.load_lm(tmp_path / "nothing")
+
+
+def test_generate_and_fill_mask_on_a_tiny_model(tokenizer):
+    ids = tokenizer(["a gripping , funny film", "a dull , lifeless film", "the film is funny"])["input_ids"]
+    torch.manual_seed(0)
+    gpt = lm.new_lm(ids, tokenizer, n_layer=1, n_head=2, d_model=32)
+    text = lm.generate(gpt, tokenizer, "the film", max_new_tokens=5, generator=torch.Generator().manual_seed(0))
+    assert text.startswith("the film") and len(tokenizer(text, add_special_tokens=False)["input_ids"]) <= 7
+    mlm = lm.new_lm(ids, tokenizer, "bidirectional", n_layer=1, n_head=2, d_model=32)
+    top = lm.fill_mask(mlm, tokenizer, "a [MASK] film", k=5)
+    assert len(top) == 1 and len(top[0]) == 5
+    assert not {w for w, _ in top[0]} & set(tokenizer.all_special_tokens)  # words only, never [SEP] or [MASK]
+    with pytest.raises(ValueError, match="no \\[MASK\\]"):
+        lm.fill_mask(mlm, tokenizer, "a film")

@@ -467,7 +467,8 @@ def fill_mask(model: nn.Module, tokenizer, text: str | Sequence[int], k: int = 5
     if len(where) == 0:
         raise ValueError(f"{text!r} has no {tokenizer.mask_token} token to fill in.")
     probs = F.softmax(model(ids)[0, where], -1)
-    out = []
+    probs[:, torch.isin(model.vocab.to_source, torch.tensor(tokenizer.all_special_ids, device=ids.device))] = 0
+    out = []  # candidates are words: [SEP], [MASK], [UNK]... are left out
     for row in probs:
         p, i = row.topk(k)
         out.append([(tokenizer.convert_ids_to_tokens(int(model.vocab.to_source[j])), float(q))
