@@ -238,7 +238,10 @@ def _train_worker(spec: dict) -> dict:
             seconds = _run_trainer(spec, opts, model, tokenizer, train, workdir)
     cpu_seconds = time.process_time() - cpu0  # all threads; includes each library's few-second setup
     counter.handle.remove()
-    model.to("cpu").float()
+    from accelerate.utils import extract_model_from_parallel
+
+    # drop the autocast wrapper Accelerate leaves on a bf16 model's forward: evaluate every method in fp32
+    model = extract_model_from_parallel(model, keep_fp32_wrapper=False).to("cpu").float()
     ev = evaluate(model, dev, tokenizer, batch_size=128)
     if spec.get("save_to"):
         model.save_pretrained(spec["save_to"], safe_serialization=True)
@@ -266,7 +269,7 @@ def _infer_worker(spec: dict) -> dict:
         torch.set_num_threads(spec["threads"])
     quiet_libraries()
     dev = load_sst2()["validation"]
-    texts = dev["sentence"][: spec["dev_rows"]] if spec["dev_rows"] else dev["sentence"]
+    texts = list(dev["sentence"])[: spec["dev_rows"] or len(dev)]  # datasets 5 columns are not lists
     model, tokenizer = load_checkpoint(spec["checkpoint"])
     pipe = pipeline("text-classification", model=spec["checkpoint"], device="cpu")
     bs, L = spec["infer_batch_size"], spec["max_length"]
@@ -506,6 +509,9 @@ def main(argv: list[str] | None = None, log=print) -> dict:
                         "save_to": str(ckpt) if save else None}
                 r = _spawn(spec, tmp)
                 runs.append(r)
+                if args.out is not None:  # keep what was measured even if a later step fails
+                    args.out.parent.mkdir(parents=True, exist_ok=True)
+                    args.out.with_suffix(".partial.json").write_text(json.dumps(runs, indent=1))
                 log(f"seed {seed} {method:>20}: {r['examples_per_second']:6.1f} ex/s "
                     f"({r['examples_per_cpu_second']:5.1f} per CPU-s) | real tokens "
                     f"{100 * r['real_fraction']:5.1f} % "
@@ -528,6 +534,7 @@ def main(argv: list[str] | None = None, log=print) -> dict:
         args.out.parent.mkdir(parents=True, exist_ok=True)
         args.out.with_suffix(".md").write_text(md)
         args.out.with_suffix(".json").write_text(json.dumps(report, indent=1))
+        args.out.with_suffix(".partial.json").unlink(missing_ok=True)
         log(f"wrote {args.out.with_suffix('.md')} and {args.out.with_suffix('.json')}")
     return report
 
