@@ -65,7 +65,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     """Command-line options (see the module docstring)."""
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                 formatter_class=argparse.ArgumentDefaultsHelpFormatter)
-    p.add_argument("--train-rows", type=int, default=3000, help="SST-2 training rows (a fixed random subset)")
+    p.add_argument("--train-rows", type=int, default=2000, help="SST-2 training rows (a fixed random subset)")
     p.add_argument("--dev-rows", type=int, default=None,
                    help="validation rows for accuracy and inference (default: all 872)")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2],
