@@ -66,7 +66,10 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
         if p.requires_grad:
             (no_decay if p.ndim < 2 else decay).append(p)
     groups = [{"params": decay, "weight_decay": cfg.weight_decay}, {"params": no_decay, "weight_decay": 0.0}]
-    return torch.optim.AdamW(groups, lr=cfg.lr)
+    # The fused kernel updates all tensors at once: on CPU the optimizer step is ~7x faster than the
+    # default per-tensor loop (benchmarks/README.md), same arithmetic.
+    fused = all(p.device.type in ("cpu", "cuda", "mps", "xpu") for p in decay + no_decay)
+    return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
 
 
 @torch.no_grad()
