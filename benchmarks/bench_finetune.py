@@ -339,14 +339,9 @@ def _spawn(spec: dict, tmp: Path) -> dict:
 
 def machine_info(args: argparse.Namespace, argv: list[str] | None) -> dict:
     """CPU model, core count, load, versions, date and the command, for the report's header."""
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from llm_transfer.settings import cpu_model
+
+    cpu = cpu_model()
     versions = {}
     for mod in ("torch", "transformers", "accelerate", "datasets"):
         try:

@@ -171,19 +171,23 @@ def in_colab() -> bool:
     return True
 
 
-def hardware(device: str | None = None) -> str:
-    """A one-line description of the machine a result was measured on."""
+def cpu_model() -> str:
+    """The CPU's model name (from /proc/cpuinfo on Linux)."""
     import platform
 
-    cpu = platform.processor() or platform.machine()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
             if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
+                return line.split(":", 1)[1].strip()
     except OSError:
         pass
-    desc = f"{cpu}, {os.cpu_count()} cores visible, torch {torch.__version__} with {torch.get_num_threads()} threads"
+    return platform.processor() or platform.machine()
+
+
+def hardware(device: str | None = None) -> str:
+    """A one-line description of the machine a result was measured on."""
+    desc = (f"{cpu_model()}, {os.cpu_count()} cores visible, "
+            f"torch {torch.__version__} with {torch.get_num_threads()} threads")
     if (device or "").startswith("cuda") and torch.cuda.is_available():
         desc += f", GPU {torch.cuda.get_device_name(0)}"
     return desc
