@@ -140,7 +140,7 @@ def test_pretrained_lm_artefact_round_trip(monkeypatch, tmp_path, sst2_dir):
     from llm_transfer.settings import get_settings
 
     budget = dict(sentences=300, steps=3, batch_size=8, lr=1e-3, n_layer=1, n_head=2, d_model=32, dropout=0.0,
-                  eval_every=3, eval_sentences=10)
+                  tie_embeddings=False, eval_every=3, eval_sentences=10)
     monkeypatch.setattr(lm, "pretrain_budget", lambda settings: budget)
     S = get_settings(data=sst2_dir, mode="quick", artifacts=tmp_path, device="cpu")
     logs: list[str] = []
@@ -155,6 +155,7 @@ def test_pretrained_lm_artefact_round_trip(monkeypatch, tmp_path, sst2_dir):
     assert torch.equal(a, b)
     meta = lm.read_lm_meta(S.run_dir(lm.PRETRAIN_RUN))
     assert meta["budget"] == budget and len(meta["history"]) == 1
+    assert model.head.weight is not model.tok_emb.weight  # the budget's tie_embeddings=False reached the model
 
 
 def test_load_lm_missing_folder_is_a_clear_error(tmp_path):
@@ -174,3 +175,30 @@ def test_generate_and_fill_mask_on_a_tiny_model(tokenizer):
     assert not {w for w, _ in top[0]} & set(tokenizer.all_special_tokens)  # words only, never [SEP] or [MASK]
     with pytest.raises(ValueError, match="no \\[MASK\\]"):
         lm.fill_mask(mlm, tokenizer, "a film")
+
+
+def test_untied_output_layer_is_its_own_matrix_and_round_trips(tmp_path):
+    cfg = dict(vocab_size=V, block_size=16, n_layer=1, n_head=2, d_model=32, dropout=0.0)
+    tied, untied = lm.TinyGPT(lm.LMConfig(**cfg)), lm.TinyGPT(lm.LMConfig(**cfg, tie_embeddings=False))
+    assert tied.head.weight is tied.tok_emb.weight and untied.head.weight is not untied.tok_emb.weight
+    n = lambda m: sum(p.numel() for p in m.parameters())  # noqa: E731
+    assert n(untied) - n(tied) == V * 32  # one more word table ...
+    assert lm.count_body_parameters(untied) == lm.count_body_parameters(tied)  # ... and the same body
+    lm.save_lm(untied.eval(), tmp_path / "lm")
+    back = lm.load_lm(tmp_path / "lm")
+    x = torch.randint(5, V, (2, 7))
+    with torch.no_grad():
+        assert back.head.weight is not back.tok_emb.weight and torch.equal(back(x), untied(x))
+
+
+def test_classifier_mean_pooling_averages_real_tokens_only():
+    clf = lm.LMClassifier(tiny(), dropout=0.0, pooling="mean").eval()
+    x = torch.randint(5, V, (1, 6))
+    padded = torch.cat([x, torch.zeros(1, 3, dtype=torch.long)], 1)
+    mask = torch.cat([torch.ones(1, 6), torch.zeros(1, 3)], 1).long()
+    with torch.no_grad():
+        by_hand = clf.classifier(clf.body.hidden(x).mean(1))
+        assert torch.allclose(clf(x).logits, by_hand, atol=1e-6)
+        assert torch.allclose(clf(padded, mask).logits, by_hand, atol=1e-5)
+    with pytest.raises(ValueError, match="pooling"):
+        lm.LMClassifier(tiny(), pooling="max")

@@ -6,6 +6,7 @@ import json
 
 import numpy as np
 import pytest
+import torch
 
 from llm_transfer.batching import LengthGroupedBatchSampler, padding_stats
 from llm_transfer.checkpoints import CheckpointError, atomic_dir, load_checkpoint, recover, save_checkpoint
@@ -104,3 +105,31 @@ def test_damaged_or_foreign_checkpoints_are_refused(tmp_path, tiny_bert, tokeniz
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
     with pytest.raises(CheckpointError, match="damaged or incomplete"):
         load_checkpoint(ck)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch):
+    from llm_transfer import settings
+    from llm_transfer.settings import SettingsError, resolve_precision
+
+    monkeypatch.setattr(settings, "native_bf16", lambda device="cpu": True)
+    assert resolve_precision("auto") == "bf16" and resolve_precision("no") == "no"
+    monkeypatch.setattr(settings, "native_bf16", lambda device="cpu": False)
+    assert resolve_precision("auto") == "no" and resolve_precision("bf16") == "bf16"
+    with pytest.raises(SettingsError, match="mixed_precision"):
+        resolve_precision("half")
+
+
+def test_bf16_training_leaves_a_plain_fp32_model(small, tokenizer, tiny_bert):
+    """Accelerate hooks autocast onto forward; fine_tune must take it off again (bug: it stayed on)."""
+    train, dev = small[0].select(range(16)), small[1].select(range(16))
+    model = tiny_bert(0)
+    cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, mixed_precision="bf16", seed=0)
+    res = fine_tune(model, tokenizer, train, dev, cfg, device="cpu", **QUIET)
+    assert res.history[0]["precision"] == "bf16"
+    assert "_original_forward" not in model.__dict__ and not hasattr(model.forward, "__wrapped__")
+    assert all(p.dtype == torch.float32 for p in model.parameters())
+    texts = list(dev["sentence"])
+    fp32 = predict_proba(model, tokenizer, texts, bf16=False)
+    bf16 = predict_proba(model, tokenizer, texts, bf16=True)
+    assert fp32.dtype == bf16.dtype == np.float32 and not np.array_equal(fp32, bf16)  # bf16 really ran
+    assert np.abs(fp32 - bf16).max() < 0.05  # ... and stays close to fp32

@@ -53,6 +53,7 @@ class LMConfig:
     causal: bool = True  # False: every token sees every other one (the masked-LM variant)
     source_vocab_size: int = 0  # the tokenizer's vocabulary; 0 = ids come in already compact
     lstm_hidden: int = 0  # LSTMLM only: cells per layer, projected back to d_model (0 = d_model, no projection)
+    tie_embeddings: bool = True  # the output layer reuses the input embedding matrix (fewer parameters)
 
 
 class Vocab(nn.Module):
@@ -142,7 +143,8 @@ class TinyGPT(nn.Module):
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
-        self.head.weight = self.tok_emb.weight  # weight tying: one matrix reads and writes words
+        if cfg.tie_embeddings:
+            self.head.weight = self.tok_emb.weight  # weight tying: one matrix reads and writes words
         self.apply(_init_weights)
 
     def attention_allowed(self, T: int, attention_mask: torch.Tensor | None, device) -> torch.Tensor:
@@ -190,8 +192,11 @@ class LSTMLM(nn.Module):
                             proj_size=cfg.d_model if hidden != cfg.d_model else 0)
         self.ln_f = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.vocab_size)
-        self.head.weight = self.tok_emb.weight
         nn.init.normal_(self.tok_emb.weight, std=0.02)
+        if cfg.tie_embeddings:
+            self.head.weight = self.tok_emb.weight
+        else:
+            nn.init.normal_(self.head.weight, std=0.02)
         nn.init.zeros_(self.head.bias)
 
     def hidden(self, input_ids: torch.Tensor, attention_mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -213,8 +218,8 @@ def _init_weights(m: nn.Module) -> None:
 
 
 def count_body_parameters(model: nn.Module) -> int:
-    """Parameters outside the (tied) token embedding: the part that differs between architectures."""
-    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("tok_emb"))
+    """Parameters outside the word tables (token embedding, output weights): what differs between architectures."""
+    return sum(p.numel() for n, p in model.named_parameters() if not n.startswith("tok_emb") and n != "head.weight")
 
 
 # --- objectives -----------------------------------------------------------------------------------------
@@ -322,11 +327,12 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
 
 def pretrain_budget(settings: Settings) -> dict:
     """Sizes of the pretraining run for the settings' mode (shown in notebook 02; notebook 03 reuses it)."""
+    # lr 2e-3 and separate input/output word tables: with lr 5e-3 and tied tables the pretrained start lost to a
+    # random start in notebook 03 (rare words' embeddings collapsed together); see notebook 03, section 1.
+    model = dict(n_layer=2, n_head=4, d_model=128, dropout=0.0, tie_embeddings=False)
     if settings.quick:
-        return dict(sentences=20_000, steps=300, batch_size=32, lr=5e-3, n_layer=2, n_head=4, d_model=128,
-                    dropout=0.0, eval_every=50, eval_sentences=500)
-    return dict(sentences=None, steps=1200, batch_size=64, lr=5e-3, n_layer=2, n_head=4, d_model=128,
-                dropout=0.0, eval_every=150, eval_sentences=1000)
+        return dict(sentences=20_000, steps=300, batch_size=32, lr=2e-3, **model, eval_every=50, eval_sentences=500)
+    return dict(sentences=None, steps=1200, batch_size=64, lr=2e-3, **model, eval_every=150, eval_sentences=1000)
 
 
 def pretraining_sentences(settings: Settings, n: int | None = None) -> list[str]:
@@ -419,8 +425,8 @@ def get_pretrained_lm(settings: Settings, log: Callable = print):
         log(f"{folder} holds a model trained with another budget or seed: training a new one")
     train_ids, held_ids = pretraining_corpus(settings, tokenizer)
     torch.manual_seed(settings.seed)
-    model = new_lm(train_ids, tokenizer, "gpt", n_layer=budget["n_layer"], n_head=budget["n_head"],
-                   d_model=budget["d_model"], dropout=budget["dropout"]).to(settings.device)
+    sizes = {k: budget[k] for k in ("n_layer", "n_head", "d_model", "dropout", "tie_embeddings")}
+    model = new_lm(train_ids, tokenizer, "gpt", **sizes).to(settings.device)
     log(f"pretraining TinyGPT ({settings.mode} mode): {len(train_ids):,} sentences, {budget['steps']} steps")
     history = train_lm(model, train_ids, held_ids[: budget["eval_sentences"]], budget["steps"],
                        budget["batch_size"], budget["lr"], eval_every=budget["eval_every"],
@@ -477,14 +483,17 @@ def fill_mask(model: nn.Module, tokenizer, text: str | Sequence[int], k: int = 5
 
 
 class LMClassifier(nn.Module):
-    """A sentence classifier on a TinyGPT body: hidden state of the last real token ([SEP]) -> linear head.
+    """A sentence classifier on a TinyGPT / LSTM body: pooled hidden states -> linear head.
 
-    With a causal body only the last token has seen the whole sentence, so that is the one pooled.
+    pooling="last": the last real token ([SEP]), the only one a causal body lets see the whole sentence;
+    pooling="mean": the average over real tokens (each one has seen its prefix).
     """
 
-    def __init__(self, body: nn.Module, num_labels: int = 2, dropout: float = 0.1):
+    def __init__(self, body: nn.Module, num_labels: int = 2, dropout: float = 0.1, pooling: str = "last"):
         super().__init__()
-        self.body, self.num_labels = body, num_labels
+        if pooling not in ("last", "mean"):
+            raise ValueError(f"pooling={pooling!r} is not one of 'last', 'mean'.")
+        self.body, self.num_labels, self.pooling = body, num_labels, pooling
         self.drop = nn.Dropout(dropout)
         self.classifier = nn.Linear(body.cfg.d_model, num_labels)
 
@@ -495,9 +504,14 @@ class LMClassifier(nn.Module):
         h = self.body.hidden(input_ids, attention_mask)
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
-        positions = torch.arange(input_ids.shape[1], device=input_ids.device)
-        last = (attention_mask.bool() * positions).argmax(1)  # last real token, whichever side is padded
-        logits = self.classifier(self.drop(h[torch.arange(len(h), device=h.device), last]))
+        if self.pooling == "mean":
+            real = attention_mask.unsqueeze(-1).to(h.dtype)
+            pooled = (h * real).sum(1) / real.sum(1).clamp(min=1)
+        else:
+            positions = torch.arange(input_ids.shape[1], device=input_ids.device)
+            last = (attention_mask.bool() * positions).argmax(1)  # last real token, whichever side is padded
+            pooled = h[torch.arange(len(h), device=h.device), last]
+        logits = self.classifier(self.drop(pooled))
         loss = F.cross_entropy(logits, labels) if labels is not None else None
         return SequenceClassifierOutput(loss=loss, logits=logits)
 
@@ -507,7 +521,7 @@ class LMClassifier(nn.Module):
         folder.mkdir(parents=True, exist_ok=True)
         save_model(self, str(folder / "model.safetensors"))
         meta = {"arch": "LMClassifier", "body": type(self.body).__name__, "config": asdict(self.body.cfg),
-                "num_labels": self.num_labels}
+                "num_labels": self.num_labels, "pooling": self.pooling}
         (folder / "config.json").write_text(json.dumps(meta, indent=1))
 
 
@@ -515,6 +529,6 @@ def load_lm_classifier(folder: str | Path, device: str = "cpu") -> LMClassifier:
     """The LMClassifier that save_pretrained wrote to `folder`."""
     meta = json.loads((Path(folder) / "config.json").read_text())
     body = {"TinyGPT": TinyGPT, "LSTMLM": LSTMLM}[meta["body"]](LMConfig(**meta["config"]))
-    model = LMClassifier(body, meta["num_labels"])
+    model = LMClassifier(body, meta["num_labels"], pooling=meta.get("pooling", "last"))
     load_model(model, str(Path(folder) / "model.safetensors"), device="cpu")
     return model.to(device).eval()

@@ -19,7 +19,8 @@ def sst2_recipe(settings: Settings) -> tuple[TrainConfig, int | None]:
     if settings.quick:
         cfg = TrainConfig(epochs=1, batch_size=32, lr=1e-4, warmup_ratio=0.1, max_length=64, seed=settings.seed)
         return cfg, QUICK_TRAIN_ROWS
-    cfg = TrainConfig(epochs=2, batch_size=32, lr=1e-4, warmup_ratio=0.06, max_length=128, seed=settings.seed)
+    # Full data: the classic BERT recipe (3 epochs, lr 5e-5, 10 % warm-up); 2 epochs at lr 1e-4 gave 0.8956 dev.
+    cfg = TrainConfig(epochs=3, batch_size=32, lr=5e-5, warmup_ratio=0.1, max_length=128, seed=settings.seed)
     return cfg, None
 
 

@@ -191,3 +191,29 @@ def hardware(device: str | None = None) -> str:
     if (device or "").startswith("cuda") and torch.cuda.is_available():
         desc += f", GPU {torch.cuda.get_device_name(0)}"
     return desc
+
+
+def native_bf16(device: str | torch.device = "cpu") -> bool:
+    """Whether `device` does bf16 arithmetic natively (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer).
+
+    Elsewhere bf16 autocast is emulated and slower than fp32, so "auto" precision stays in fp32 there.
+    """
+    kind = torch.device(device).type
+    if kind == "cuda":
+        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
+    if kind != "cpu":
+        return False
+    try:
+        flags = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return False
+    return "avx512_bf16" in flags or "amx_bf16" in flags
+
+
+def resolve_precision(requested: str, device: str | torch.device = "cpu") -> str:
+    """'auto' -> 'bf16' where the device has native bf16, else 'no'; other values pass through checked."""
+    if requested == "auto":
+        return "bf16" if native_bf16(device) else "no"
+    if requested not in ("no", "bf16", "fp16"):
+        raise SettingsError(f"mixed_precision={requested!r} is not one of auto, no, bf16, fp16.")
+    return requested
