@@ -31,7 +31,10 @@ def mean_pool(last_hidden: torch.Tensor, attention_mask: torch.Tensor) -> torch.
 @torch.no_grad()
 def embed_sentences(model: torch.nn.Module, tokenizer, sentences: Sequence[str], batch_size: int = 64,
                     max_length: int = 128, device: str | torch.device | None = None) -> np.ndarray:
-    """Sentence embeddings (n, hidden) in input order: length-sorted batches, mean pooling, no gradients."""
+    """Sentence embeddings (n, hidden) in input order: length-sorted batches, mean pooling, no gradients.
+
+    `model` is a 🤗 encoder (AutoModel) or one of the series' small LMs (anything with `.hidden(ids, mask)`).
+    """
     sentences = list(sentences)
     if not sentences:
         raise ValueError("embed_sentences: got no sentences; pass a non-empty list of strings.")
@@ -48,7 +51,9 @@ def embed_sentences(model: torch.nn.Module, tokenizer, sentences: Sequence[str],
         for rows in sorted_batches([len(x) for x in ids], batch_size):
             batch = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt")
             batch = {k: v.to(device) for k, v in batch.items()}
-            hidden = model(**batch).last_hidden_state
+            # a 🤗 encoder returns last_hidden_state; the series' TinyGPT / LSTM expose .hidden(ids, mask)
+            hidden = (model.hidden(batch["input_ids"], batch["attention_mask"]) if hasattr(model, "hidden")
+                      else model(**batch).last_hidden_state)
             pooled = mean_pool(hidden, batch["attention_mask"]).float().cpu().numpy()
             if out is None:
                 out = np.empty((len(sentences), pooled.shape[1]), dtype=np.float32)

@@ -103,15 +103,21 @@ def plot_label_curve(curves: dict[str, tuple[Sequence[int], Sequence[float]]], b
     return fig
 
 
-def plot_epoch_curves(histories: dict[str, Sequence[dict]], baseline: float | None = None,
+def plot_epoch_curves(histories: dict[str, Sequence[dict] | Sequence[Sequence[dict]]], baseline: float | None = None,
                       title: str = "Dev accuracy per epoch"):
-    """Dev accuracy after each epoch, one line per named run (e.g. pretrained start vs random start)."""
+    """Dev accuracy after each epoch per named run; a list of runs (seeds) gives thin lines and their bold mean."""
     fig, ax = plt.subplots(figsize=FIGSIZE)
-    for name, hist in histories.items():
-        ax.plot([h["epoch"] for h in hist], [h["eval_accuracy"] for h in hist], "o-", label=name)
+    for k, (name, runs) in enumerate(histories.items()):
+        runs = list(runs) if runs and isinstance(runs[0], (list, tuple)) else [runs]
+        for hist in runs if len(runs) > 1 else []:
+            ax.plot([h["epoch"] for h in hist], [h["eval_accuracy"] for h in hist], "-", color=f"C{k}", lw=0.8,
+                    alpha=0.4)
+        mean = np.mean([[h["eval_accuracy"] for h in hist] for hist in runs], axis=0)
+        label = name if len(runs) == 1 else f"{name}, mean of {len(runs)} seeds"
+        ax.plot([h["epoch"] for h in runs[0]], mean, "o-", color=f"C{k}", label=label)
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
-    ax.set_xticks(sorted({h["epoch"] for hist in histories.values() for h in hist}))
+    ax.set_xticks(sorted({h["epoch"] for runs in histories.values() for h in np.ravel(runs)}))
     ax.set_xlabel("epoch")
     ax.set_ylabel("dev accuracy")
     ax.set_title(title)
