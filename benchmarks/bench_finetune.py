@@ -436,7 +436,8 @@ def to_markdown(report: dict) -> str:
     if report.get("inference"):
         inf = report["inference"]
         lines += ["", "## Inference (validation split)", "",
-                  f"{inf['sentences']} sentences, batch size {inf['batch_size']}, project in its default precision (bf16 autocast where the CPU has native bf16) unless stated, "
+                  f"{inf['sentences']} sentences, batch size {inf['batch_size']}, project in its default precision "
+                  "(bf16 autocast where the CPU has native bf16) unless stated, "
                   f"best of {a['repeats']} passes; peak RSS {inf['peak_rss_mb']:.0f} MiB (all paths, one "
                   "process).",
                   "", "| method | sentences/s | × pipeline | real tokens | same label as project |",

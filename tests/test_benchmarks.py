@@ -63,3 +63,26 @@ def test_bad_option_is_refused(bench):
         bench.parse_args(["--train-rows", "0"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods", "nonsense"])
+
+
+def test_full_data_script_runs_a_tiny_recipe_with_mean_pooling(sst2_dir, monkeypatch, capsys):
+    import torch
+
+    spec = importlib.util.spec_from_file_location("full_data", SCRIPT.with_name("full_data.py"))
+    full_data = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(full_data)
+    monkeypatch.setenv("LLM_TRANSFER_DATA", str(sst2_dir))
+    out = full_data.main(["--train-rows", "32", "--epochs", "1", "--max-length", "32", "--pooling", "mean"])
+    assert len(out["dev_accuracy"]) == 1 and 0 <= out["dev_accuracy"][0] <= 1
+    assert out["recipe"]["train_rows"] == 32 and json.loads(capsys.readouterr().out)["recipe"]["pooling"] == "mean"
+
+    from llm_transfer.features import mean_pool
+    from llm_transfer.models import load_classifier
+
+    model = load_classifier("bundled").eval()
+    full_data.use_mean_pooling(model)
+    ids = torch.tensor([[101, 2023, 3185, 2003, 2307, 102, 0, 0]])
+    mask = (ids != 0).long()
+    with torch.no_grad():
+        by_hand = model.classifier(mean_pool(model.bert(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
+        assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, by_hand, atol=1e-6)
