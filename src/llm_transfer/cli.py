@@ -54,7 +54,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="quick recipe: 6,000 training rows, 1 epoch, max length 64 (the default unless "
                       "LLM_TRANSFER_MODE=full)")
     mode.add_argument("--full", dest="mode", action="store_const", const="full",
-                      help="full recipe: the whole train split, 2 epochs, max length 128")
+                      help="full recipe: the whole train split, 3 epochs at lr 5e-5, max length 128")
     t.add_argument("--model", help="'bundled' (all-MiniLM-L6-v2), a hub id or a local model folder")
     t.add_argument("--data", help="a GLUE SST-2 folder (train.tsv, dev.tsv, test.tsv) or 'hub'")
     t.add_argument("--epochs", type=_positive_int, help="passes over the training rows")
