@@ -133,3 +133,8 @@ def test_bf16_training_leaves_a_plain_fp32_model(small, tokenizer, tiny_bert):
     bf16 = predict_proba(model, tokenizer, texts, bf16=True)
     assert fp32.dtype == bf16.dtype == np.float32 and not np.array_equal(fp32, bf16)  # bf16 really ran
     assert np.abs(fp32 - bf16).max() < 0.05  # ... and stays close to fp32
+
+
+def test_predict_proba_refuses_an_empty_list(tiny_bert, tokenizer):
+    with pytest.raises(ValueError, match="no texts"):
+        predict_proba(tiny_bert(0), tokenizer, [])

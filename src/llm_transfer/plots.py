@@ -10,6 +10,16 @@ import numpy as np
 FIGSIZE = (6.4, 3.6)
 
 
+def _finish(fig, ax, xlabel: str, ylabel: str, title: str, title_size: float | None = None):
+    """Axis labels, title and a small legend on one panel, then a tight layout; returns the figure."""
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.set_title(title, **({} if title_size is None else {"fontsize": title_size}))
+    ax.legend(fontsize=8)
+    fig.tight_layout()
+    return fig
+
+
 def plot_length_hist(lengths: dict[str, Sequence[int]], bins: int = 40, title: str = "WordPiece tokens per sentence"):
     """Overlaid, density-normalised histograms of token counts, one per named split."""
     fig, ax = plt.subplots(figsize=FIGSIZE)
@@ -19,12 +29,7 @@ def plot_length_hist(lengths: dict[str, Sequence[int]], bins: int = 40, title: s
         v = np.asarray(v)
         ax.hist(v, bins=edges, density=True, alpha=0.5,
                 label=f"{name} (n={len(v):,}, mean {v.mean():.1f}, p95 {np.percentile(v, 95):.0f})")
-    ax.set_xlabel("tokens (incl. [CLS], [SEP])")
-    ax.set_ylabel("density")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "tokens (incl. [CLS], [SEP])", "density", title)
 
 
 def plot_history(history: Sequence[dict], baseline: float | None = None, title: str = "Fine-tuning on SST-2"):
@@ -95,12 +100,7 @@ def plot_label_curve(curves: dict[str, tuple[Sequence[int], Sequence[float]]], b
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
     ax.set_xscale("log")
-    ax.set_xlabel("labelled training sentences")
-    ax.set_ylabel("dev accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "labelled training sentences", "dev accuracy", title)
 
 
 def plot_epoch_curves(histories: dict[str, Sequence[dict] | Sequence[Sequence[dict]]], baseline: float | None = None,
@@ -118,12 +118,7 @@ def plot_epoch_curves(histories: dict[str, Sequence[dict] | Sequence[Sequence[di
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
     ax.set_xticks(sorted({h["epoch"] for runs in histories.values() for h in np.ravel(runs)}))
-    ax.set_xlabel("epoch")
-    ax.set_ylabel("dev accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "epoch", "dev accuracy", title)
 
 
 def plot_delta_grid(grid, title: str = "Relative change ‖δ‖ / ‖θ_s‖ per layer and parameter type"):
@@ -151,12 +146,7 @@ def plot_alpha_sweep(alphas: Sequence[float], accuracies: Sequence[float], basel
     ax.axvline(1.0, color="C2", ls="--", lw=1, label="α = 1 (θ_t)")
     if baseline is not None:
         ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
-    ax.set_xlabel("α")
-    ax.set_ylabel("dev accuracy")
-    ax.set_title(title)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "α", "dev accuracy", title)
 
 
 def plot_param_efficiency(names: Sequence[str], trainable: Sequence[int], accuracies: Sequence[float],
@@ -216,12 +206,7 @@ def plot_learning_curve(sizes: Sequence[int], curves: dict[str, Sequence[float]]
     ax.set_xscale("log")
     ax.set_xticks(list(sizes), [f"{int(n):,}" for n in sizes])
     ax.minorticks_off()
-    ax.set_xlabel("training examples (log scale)")
-    ax.set_ylabel("dev accuracy")
-    ax.set_title(title, fontsize=10)
-    ax.legend(fontsize=8)
-    fig.tight_layout()
-    return fig
+    return _finish(fig, ax, "training examples (log scale)", "dev accuracy", title, title_size=10)
 
 
 def plot_lm_curves(histories: dict[str, Sequence[dict]], baselines: dict[str, float] | None = None,

@@ -123,6 +123,8 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int = 128, bat
     """Class probabilities for raw texts (rows sorted by length into batches, results in input order)."""
     if isinstance(texts, str):
         texts = [texts]
+    if len(texts) == 0:  # (it used to return None)
+        raise ValueError("predict_proba: got no texts; pass a list of at least one sentence.")
     device = next(model.parameters()).device
     model.eval()
     enc = tokenizer(list(texts), truncation=True, max_length=max_length)

@@ -1,0 +1,35 @@
+"""The shared figures draw what they are given (titles, labels, one line per run and per seed mean)."""
+
+from __future__ import annotations
+
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np  # noqa: E402
+
+from llm_transfer import plots  # noqa: E402
+
+
+def _hist(accs):
+    return [{"epoch": i + 1, "eval_accuracy": a} for i, a in enumerate(accs)]
+
+
+def test_epoch_curves_draw_each_seed_and_their_mean():
+    fig = plots.plot_epoch_curves({"one run": _hist([0.5, 0.7]),
+                                   "three seeds": [_hist([0.6, 0.8]), _hist([0.7, 0.9]), _hist([0.5, 0.7])]},
+                                  baseline=0.51, title="t")
+    ax = fig.axes[0]
+    labels = [line.get_label() for line in ax.lines]
+    assert "one run" in labels and "three seeds, mean of 3 seeds" in labels
+    mean = ax.lines[labels.index("three seeds, mean of 3 seeds")]
+    assert np.allclose(mean.get_ydata(), [0.6, 0.8])  # the mean of the seeds, epoch by epoch
+    assert len(ax.lines) == 1 + 3 + 1 + 1  # one run, 3 thin seed lines, their mean, the baseline
+    assert ax.get_title() == "t" and ax.get_xlabel() == "epoch" and list(ax.get_xticks()) == [1, 2]
+
+
+def test_finish_keeps_the_default_title_size_unless_asked():
+    default = plots.plot_alpha_sweep([0.0, 1.0], [0.5, 0.9], baseline=0.5).axes[0]
+    small = plots.plot_learning_curve([10, 100], {"pretrained": [0.6, 0.8]}).axes[0]
+    assert default.title.get_fontsize() > small.title.get_fontsize() == 10
+    assert default.get_legend() is not None and default.get_xlabel() == "α"
