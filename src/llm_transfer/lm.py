@@ -32,6 +32,7 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 
 from .batching import LengthGroupedBatchSampler
 from .checkpoints import atomic_dir
+from .features import mean_pool
 from .masking import IGNORE_INDEX, mask_tokens
 from .settings import Settings, native_bf16
 
@@ -510,8 +511,7 @@ class LMClassifier(nn.Module):
         if attention_mask is None:
             attention_mask = torch.ones_like(input_ids)
         if self.pooling == "mean":
-            real = attention_mask.unsqueeze(-1).to(h.dtype)
-            pooled = (h * real).sum(1) / real.sum(1).clamp(min=1)
+            pooled = mean_pool(h, attention_mask)
         else:
             positions = torch.arange(input_ids.shape[1], device=input_ids.device)
             last = (attention_mask.bool() * positions).argmax(1)  # last real token, whichever side is padded
