@@ -336,7 +336,7 @@ def _spawn(spec: dict, tmp: Path) -> dict:
 
 def machine_info(args: argparse.Namespace, argv: list[str] | None) -> dict:
     """CPU model, core count, load, versions, date and the command, for the report's header."""
-    from llm_transfer.settings import cpu_model
+    from llm_transfer.settings import cpu_model, native_bf16
 
     cpu = cpu_model()
     versions = {}
@@ -350,15 +350,6 @@ def machine_info(args: argparse.Namespace, argv: list[str] | None) -> dict:
             "date": dt.datetime.now().astimezone().isoformat(timespec="seconds"),
             "command": "python benchmarks/bench_finetune.py " + shlex.join(cmd),
             "load_before": os.getloadavg(), "native_bf16": native_bf16()}
-
-
-def native_bf16() -> bool:
-    """Whether the CPU has native bf16 arithmetic (AVX512-BF16 or AMX); elsewhere bf16 autocast is slow."""
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
 
 
 def _mean(xs: list[float]) -> float:
@@ -484,8 +475,10 @@ def main(argv: list[str] | None = None, log=print) -> dict:
     if args.worker:
         _worker_main(args.worker)
         return {}
+    from llm_transfer.settings import resolve_precision
+
     info = machine_info(args, argv)
-    precision = args.precision if args.precision != "auto" else ("bf16" if info["native_bf16"] else "no")
+    precision = resolve_precision(args.precision, "cpu")
     base = {k: getattr(args, k) for k in ("train_rows", "dev_rows", "batch_size", "lr", "warmup_ratio",
                                           "weight_decay", "epochs", "max_length", "threads",
                                           "data_seed", "infer_batch_size", "repeats")}

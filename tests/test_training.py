@@ -70,8 +70,10 @@ def test_checkpoint_reload_and_resume_match_an_uninterrupted_run(small, tokenize
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     assert json.loads((tmp_path / "a" / "best" / "train_args.json").read_text())["lr"] == 1e-3
     other = TrainConfig(epochs=2, batch_size=8, lr=1e-3, max_length=32, seed=1)
-    with pytest.raises(ValueError, match="other arguments"):
+    with pytest.raises(ValueError, match="other arguments") as err:
         fine_tune(tiny_bert(0), tokenizer, train, dev, other, output_dir=tmp_path / "a", **QUIET)
+    assert "batch_size: 16 then, 8 now" in str(err.value) and "lr:" not in str(err.value)  # only what changed
+    assert f"delete {tmp_path / 'a'}" in str(err.value)
 
 
 def test_interrupted_save_leaves_the_old_checkpoint_intact(tmp_path, tiny_bert, tokenizer):

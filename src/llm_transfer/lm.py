@@ -34,7 +34,7 @@ from .batching import LengthGroupedBatchSampler
 from .checkpoints import atomic_dir
 from .features import mean_pool
 from .masking import IGNORE_INDEX, mask_tokens
-from .settings import Settings, native_bf16
+from .settings import Settings, bf16_autocast
 
 warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 PRETRAIN_RUN = "tiny-lm"  # artifacts/<mode>/tiny-lm/{model.safetensors, config.json, history.json}
@@ -298,7 +298,6 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
     bf16=None: bf16 autocast for the training steps where the device has native bf16 (held-out losses stay fp32).
     """
     device = next(model.parameters()).device
-    use_bf16 = native_bf16(device) if bf16 is None else bf16
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
@@ -310,7 +309,7 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
     model.train()
     for step in range(1, steps + 1):
         ids, mask = pad_batch([train[i] for i in next(batches)], pad_id)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=use_bf16 and device.type in ("cpu", "cuda")):
+        with bf16_autocast(device, bf16):
             loss, k = loss_fn(model, ids.to(device), mask.to(device), gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()

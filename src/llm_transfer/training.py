@@ -17,7 +17,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .batching import make_loader, sorted_batches, to_device
 from .checkpoints import load_training_state, recover, save_checkpoint
-from .settings import hardware, native_bf16, resolve_precision
+from .settings import bf16_autocast, hardware, resolve_precision
 
 
 @dataclass
@@ -72,17 +72,6 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=cfg.lr, fused=fused or None)
 
 
-def inference_autocast(device: torch.device, bf16: bool | None = None):
-    """bf16 autocast for inference where the device has native bf16 (bf16=None), else a no-op context.
-
-    Measured on this project's CPU (AVX512-BF16): ~2.8x the fp32 throughput, the same label on every dev row
-    (benchmarks/README.md). Pass bf16=False for exact fp32 logits.
-    """
-    device = torch.device(device)
-    on = native_bf16(device) if bf16 is None else bf16
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on and device.type in ("cpu", "cuda"))
-
-
 @torch.no_grad()
 def evaluate(model, ds, tokenizer, batch_size: int = 128, device: str | torch.device | None = None,
              bf16: bool | None = None) -> dict:
@@ -99,7 +88,7 @@ def predict_logits(model, tokenizer, ds, batch_size: int = 128, device: str | to
                    bf16: bool | None = None) -> np.ndarray:
     """Logits for every row of a tokenized dataset, in the dataset's order (batches sorted by length).
 
-    bf16=None: bf16 autocast where the device has it natively (see inference_autocast); False: fp32.
+    bf16=None: bf16 autocast where the device has it natively (see settings.bf16_autocast); False: fp32.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -108,7 +97,7 @@ def predict_logits(model, tokenizer, ds, batch_size: int = 128, device: str | to
     out = None
     for rows, batch in zip(loader.batch_sampler, loader, strict=True):
         batch.pop("labels", None)
-        with inference_autocast(device, bf16):
+        with bf16_autocast(device, bf16):
             logits = model(**to_device(batch, device)).logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(ds), logits.shape[-1]), dtype=np.float32)
@@ -133,7 +122,7 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int = 128, bat
     for rows in sorted_batches(lengths, batch_size):
         feats = [{k: enc[k][i] for k in enc.keys()} for i in rows]
         batch = tokenizer.pad(feats, return_tensors="pt")
-        with inference_autocast(device, bf16):
+        with bf16_autocast(device, bf16):
             logits = model(**to_device(batch, device)).logits
         probs = torch.softmax(logits.float(), -1).cpu().numpy()
         if out is None:
@@ -167,10 +156,12 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
     out = Path(output_dir) if output_dir is not None else None
     start_epoch = 0
     if out is not None and resume and (last := recover(out / "last")) is not None:
-        saved_args = json.loads((last / "train_args.json").read_text())
-        if saved_args != json.loads(json.dumps(args, default=str)):
-            raise ValueError(f"{last}: was trained with other arguments ({saved_args}); use another output_dir "
-                             "or resume=False to start over.")
+        saved_args, now = json.loads((last / "train_args.json").read_text()), json.loads(json.dumps(args, default=str))
+        if saved_args != now:
+            changed = "; ".join(f"{k}: {saved_args.get(k)!r} then, {now.get(k)!r} now"
+                                for k in sorted(set(saved_args) | set(now)) if saved_args.get(k) != now.get(k))
+            raise ValueError(f"{last}: was trained with other arguments ({changed}); delete {out} to train again, "
+                             "or pass another output_dir or resume=False.")
         from safetensors.torch import load_file
 
         accelerator.unwrap_model(model).load_state_dict(load_file(str(last / "model.safetensors")), strict=False)
