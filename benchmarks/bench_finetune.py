@@ -336,7 +336,7 @@ def _spawn(spec: dict, tmp: Path) -> dict:
 
 def machine_info(args: argparse.Namespace, argv: list[str] | None) -> dict:
     """CPU model, core count, load, versions, date and the command, for the report's header."""
-    from llm_transfer.settings import cpu_model, native_bf16
+    from llm_transfer.hardware import cpu_model, native_bf16
 
     cpu = cpu_model()
     versions = {}
@@ -475,7 +475,7 @@ def main(argv: list[str] | None = None, log=print) -> dict:
     if args.worker:
         _worker_main(args.worker)
         return {}
-    from llm_transfer.settings import resolve_precision
+    from llm_transfer.hardware import resolve_precision
 
     info = machine_info(args, argv)
     precision = resolve_precision(args.precision, "cpu")

@@ -110,15 +110,28 @@ def test_damaged_or_foreign_checkpoints_are_refused(tmp_path, tiny_bert, tokeniz
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):
-    from llm_transfer import settings
-    from llm_transfer.settings import SettingsError, resolve_precision
+    from llm_transfer import hardware
+    from llm_transfer.hardware import PrecisionError, resolve_precision
 
-    monkeypatch.setattr(settings, "native_bf16", lambda device="cpu": True)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": True)
     assert resolve_precision("auto") == "bf16" and resolve_precision("no") == "no"
-    monkeypatch.setattr(settings, "native_bf16", lambda device="cpu": False)
+    monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": False)
     assert resolve_precision("auto") == "no" and resolve_precision("bf16") == "bf16"
-    with pytest.raises(SettingsError, match="mixed_precision"):
+    with pytest.raises(PrecisionError, match="mixed_precision"):
         resolve_precision("half")
+
+
+def test_precision_auto_is_fp16_on_a_gpu_without_bf16(monkeypatch):
+    """A Colab T4 (compute capability 7.5) has no bf16: auto must pick fp16 there, bf16 on Ampere and newer."""
+    from llm_transfer import hardware
+
+    monkeypatch.setattr(hardware.torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(hardware.torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(hardware.torch.cuda, "get_device_capability", lambda i=0: (7, 5))
+    assert hardware.resolve_precision("auto", "cuda") == "fp16"
+    assert hardware.resolve_precision("auto", "cuda:1") == "fp16"
+    monkeypatch.setattr(hardware.torch.cuda, "get_device_capability", lambda i=0: (9, 0))
+    assert hardware.resolve_precision("auto", "cuda") == "bf16"
 
 
 def test_bf16_training_leaves_a_plain_fp32_model(small, tokenizer, tiny_bert):

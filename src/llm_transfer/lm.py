@@ -33,8 +33,9 @@ from transformers.modeling_outputs import SequenceClassifierOutput
 from .batching import LengthGroupedBatchSampler
 from .checkpoints import atomic_dir
 from .features import mean_pool
+from .hardware import bf16_autocast
 from .masking import IGNORE_INDEX, mask_tokens
-from .settings import Settings, bf16_autocast
+from .settings import Settings
 
 warnings.filterwarnings("ignore", message="LSTM with projections is not supported with oneDNN")
 PRETRAIN_RUN = "tiny-lm"  # artifacts/<mode>/tiny-lm/{model.safetensors, config.json, history.json}

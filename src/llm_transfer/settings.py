@@ -21,6 +21,7 @@ ENV_MODE = "LLM_TRANSFER_MODE"
 ENV_DEVICE = "LLM_TRANSFER_DEVICE"
 ENV_SEED = "LLM_TRANSFER_SEED"
 ENV_ARTIFACTS = "LLM_TRANSFER_ARTIFACTS"
+ENV_THREADS = "LLM_TRANSFER_THREADS"
 
 _SHARED_SST2 = Path("shared") / "data" / "glue" / "SST-2"
 
@@ -86,6 +87,7 @@ class Settings:
     device: str
     seed: int
     artifacts: Path
+    threads: int | None = None  # PyTorch threads (None: PyTorch's default, one per core)
 
     @property
     def quick(self) -> bool:
@@ -97,12 +99,13 @@ class Settings:
         return self.artifacts / self.mode / name
 
     def summary(self) -> str:
-        """One line naming every setting, printed at the top of each notebook."""
-        data = f"local GLUE folder {self.data}" if self.data != HUB_DATA else "hub nyu-mll/glue (sst2)"
-        model = "all-MiniLM-L6-v2 (bundled)" if self.model == BUNDLED_MODEL else self.model
+        """One line naming every setting, printed at the top of each notebook (paths relative to the checkout)."""
+        data = f"local GLUE folder {display_path(self.data)}" if self.data != HUB_DATA else "hub nyu-mll/glue (sst2)"
+        model = "all-MiniLM-L6-v2 (bundled)" if self.model == BUNDLED_MODEL else display_path(self.model)
+        threads = self.threads if self.threads is not None else "default"
         return (
             f"data = {data} | model = {model} | mode = {self.mode} | device = {self.device} | "
-            f"seed = {self.seed} | artifacts = {self.artifacts}"
+            f"seed = {self.seed} | threads = {threads} | artifacts = {display_path(self.artifacts)}"
         )
 
     def as_dict(self) -> dict:
@@ -119,6 +122,7 @@ def get_settings(
     device: str | None = None,
     seed: int | None = None,
     artifacts: str | os.PathLike | None = None,
+    threads: int | None = None,
 ) -> Settings:
     """Resolve every setting: explicit argument, else environment variable, else default."""
     data_v = str(data) if data is not None else os.environ.get(ENV_DATA)
@@ -139,7 +143,35 @@ def get_settings(
     if art is None:
         root = project_root()
         art = (root if root is not None else Path.cwd()) / "artifacts"
-    return Settings(data_v, model_v, mode_v, dev_v, seed_v, Path(art).expanduser().resolve())
+    threads_raw = threads if threads is not None else os.environ.get(ENV_THREADS) or None
+    try:
+        threads_v = int(threads_raw) if threads_raw is not None else None
+    except (TypeError, ValueError):
+        threads_v = -1
+    if threads_v is not None and threads_v < 1:
+        raise SettingsError(f"threads={threads_raw!r} is not a whole number >= 1; set {ENV_THREADS}=1, 2, ... "
+                            "or leave it unset for PyTorch's default.")
+    return Settings(data_v, model_v, mode_v, dev_v, seed_v, Path(art).expanduser().resolve(), threads_v)
+
+
+def display_path(path: str | os.PathLike) -> str:
+    """A path as a reader should see it: relative to the checkout (``../shared/...``), else under ``~``.
+
+    Saved notebook outputs must not carry the absolute paths of the machine they ran on.
+    """
+    p = Path(path)
+    if not p.is_absolute() and not p.exists():
+        return str(path)  # a hub id such as "bert-base-uncased"
+    p = p.expanduser().resolve()
+    root = project_root()
+    if root is not None:
+        rel = os.path.relpath(p, root)
+        if not rel.startswith(os.path.join("..", "..")):
+            return rel
+    home = Path.home().resolve()
+    if p == home or home in p.parents:
+        return "~/" + str(p.relative_to(home))
+    return p.name if p.parent == p else f".../{p.parent.name}/{p.name}"
 
 
 def seed_everything(seed: int) -> None:
@@ -169,62 +201,3 @@ def in_colab() -> bool:
     except ImportError:
         return False
     return True
-
-
-def cpu_model() -> str:
-    """The CPU's model name (from /proc/cpuinfo on Linux)."""
-    import platform
-
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
-def hardware(device: str | None = None) -> str:
-    """A one-line description of the machine a result was measured on."""
-    desc = (f"{cpu_model()}, {os.cpu_count()} cores visible, "
-            f"torch {torch.__version__} with {torch.get_num_threads()} threads")
-    if (device or "").startswith("cuda") and torch.cuda.is_available():
-        desc += f", GPU {torch.cuda.get_device_name(0)}"
-    return desc
-
-
-def native_bf16(device: str | torch.device = "cpu") -> bool:
-    """Whether `device` does bf16 arithmetic natively (CPU: AVX512-BF16 or AMX; CUDA: Ampere or newer).
-
-    Elsewhere bf16 autocast is emulated and slower than fp32, so "auto" precision stays in fp32 there.
-    """
-    kind = torch.device(device).type
-    if kind == "cuda":
-        return torch.cuda.is_available() and torch.cuda.is_bf16_supported()
-    if kind != "cpu":
-        return False
-    try:
-        flags = Path("/proc/cpuinfo").read_text()
-    except OSError:
-        return False
-    return "avx512_bf16" in flags or "amx_bf16" in flags
-
-
-def bf16_autocast(device: str | torch.device, bf16: bool | None = None):
-    """bf16 autocast on `device` (bf16=None: where it has native bf16), else a no-op context; weights stay fp32.
-
-    Measured on this project's CPU (AVX512-BF16): prediction ~2.9x and training ~2x the fp32 throughput, the same
-    dev labels and accuracy (benchmarks/README.md). Pass bf16=False for exact fp32.
-    """
-    device = torch.device(device)
-    on = native_bf16(device) if bf16 is None else bf16
-    return torch.autocast(device.type, dtype=torch.bfloat16, enabled=on and device.type in ("cpu", "cuda"))
-
-
-def resolve_precision(requested: str, device: str | torch.device = "cpu") -> str:
-    """'auto' -> 'bf16' where the device has native bf16, else 'no'; other values pass through checked."""
-    if requested == "auto":
-        return "bf16" if native_bf16(device) else "no"
-    if requested not in ("no", "bf16", "fp16"):
-        raise SettingsError(f"mixed_precision={requested!r} is not one of auto, no, bf16, fp16.")
-    return requested

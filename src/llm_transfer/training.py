@@ -17,7 +17,7 @@ from transformers import get_linear_schedule_with_warmup
 
 from .batching import make_loader, sorted_batches, to_device
 from .checkpoints import load_training_state, recover, save_checkpoint
-from .settings import bf16_autocast, hardware, resolve_precision
+from .hardware import bf16_autocast, describe, resolve_precision
 
 
 @dataclass
@@ -88,7 +88,7 @@ def predict_logits(model, tokenizer, ds, batch_size: int = 128, device: str | to
                    bf16: bool | None = None) -> np.ndarray:
     """Logits for every row of a tokenized dataset, in the dataset's order (batches sorted by length).
 
-    bf16=None: bf16 autocast where the device has it natively (see settings.bf16_autocast); False: fp32.
+    bf16=None: bf16 autocast where the device has it natively (see hardware.bf16_autocast); False: fp32.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -152,7 +152,7 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     result = FineTuneResult()
     args = {**asdict(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
-    machine = hardware(str(accelerator.device))
+    machine = describe(str(accelerator.device))
     out = Path(output_dir) if output_dir is not None else None
     start_epoch = 0
     if out is not None and resume and (last := recover(out / "last")) is not None:
