@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 
 import numpy as np
 import pytest
@@ -11,7 +12,7 @@ import torch
 from llm_transfer.batching import LengthGroupedBatchSampler, padding_stats
 from llm_transfer.checkpoints import CheckpointError, atomic_dir, load_checkpoint, recover, save_checkpoint
 from llm_transfer.data import subsample, tokenize
-from llm_transfer.training import TrainConfig, fine_tune, predict_proba
+from llm_transfer.training import TrainConfig, evaluate, fine_tune, predict_proba
 
 QUIET = {"log": lambda *a: None}
 
@@ -40,6 +41,61 @@ def test_length_grouping_covers_every_row_once_with_little_padding(sst2, tokeniz
     assert list(grouped) != first  # a new order each epoch
     grouped.set_epoch(0)
     assert list(grouped) == first  # ... fixed by (seed, epoch)
+
+
+def test_random_batches_are_those_of_a_seeded_shuffled_dataloader():
+    """group=False replays `DataLoader(shuffle=True, generator=seeded)` epoch after epoch (notebook 04 needs it)."""
+    from torch.utils.data import DataLoader
+
+    loader = DataLoader(list(range(70)), batch_size=8, shuffle=True, generator=torch.Generator().manual_seed(3))
+    sampler = LengthGroupedBatchSampler([5] * 70, 8, seed=3, group=False)
+    for epoch in range(3):
+        sampler.set_epoch(epoch)
+        assert list(sampler) == [b.tolist() for b in loader], epoch
+    assert list(sampler) != [b.tolist() for b in loader]  # the DataLoader moved on to epoch 3
+
+
+def hand_loop(model, tokenizer, train, cfg: TrainConfig) -> list[float]:
+    """Notebook 04's loop written out: shuffled DataLoader, AdamW (no decay on biases/LayerNorm), warm-up, clipping."""
+    from torch.utils.data import DataLoader
+    from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
+
+    loader = DataLoader(train.select_columns(["input_ids", "attention_mask", "label"]), batch_size=cfg.batch_size,
+                        shuffle=True, collate_fn=DataCollatorWithPadding(tokenizer),
+                        generator=torch.Generator().manual_seed(cfg.seed))
+    no_decay = [p for n, p in model.named_parameters() if n.endswith("bias") or "LayerNorm" in n]
+    decay = [p for n, p in model.named_parameters() if not (n.endswith("bias") or "LayerNorm" in n)]
+    optimizer = torch.optim.AdamW([{"params": decay, "weight_decay": cfg.weight_decay},
+                                   {"params": no_decay, "weight_decay": 0.0}], lr=cfg.lr)
+    total = len(loader) * cfg.epochs
+    scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
+    loss_fn, losses = torch.nn.CrossEntropyLoss(), []
+    for epoch in range(cfg.epochs):
+        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout, as fine_tune seeds it
+        model.train()
+        for batch in loader:
+            logits = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits
+            loss = loss_fn(logits, batch["labels"])
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad()
+            losses.append(loss.item())
+    return losses
+
+
+def test_fine_tune_without_grouping_and_bf16_is_the_hand_loop(small, tokenizer, tiny_bert):
+    train, dev = small[0].select(range(40)), small[1].select(range(16))
+    cfg = TrainConfig(epochs=2, batch_size=8, lr=3e-3, max_length=32, group_by_length=False, mixed_precision="no",
+                      seed=2)
+    hand = hand_loop(tiny_bert(0), tokenizer, train, cfg)
+    res = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, device="cpu", **QUIET)
+    assert len(res.step_losses) == len(hand) == 10
+    assert np.abs(np.array(res.step_losses) - hand).max() < 1e-4, (res.step_losses, hand)
+    assert len(set(np.round(hand, 4))) > 5  # the losses move: a constant would match trivially
+    shifted = hand_loop(tiny_bert(0), tokenizer, train, TrainConfig(**{**cfg.__dict__, "seed": 3}))
+    assert np.abs(np.array(shifted) - hand).max() > 1e-3  # another shuffling seed is told apart
 
 
 def test_training_lowers_the_loss_and_is_reproducible(small, tokenizer, tiny_bert):
@@ -135,19 +191,52 @@ def test_precision_auto_is_fp16_on_a_gpu_without_bf16(monkeypatch):
 
 
 def test_bf16_training_leaves_a_plain_fp32_model(small, tokenizer, tiny_bert):
-    """Accelerate hooks autocast onto forward; fine_tune must take it off again (bug: it stayed on)."""
+    """No autocast hook may stay on forward after a bf16 run (bug: Accelerate's stayed on)."""
     train, dev = small[0].select(range(16)), small[1].select(range(16))
     model = tiny_bert(0)
     cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, mixed_precision="bf16", seed=0)
     res = fine_tune(model, tokenizer, train, dev, cfg, device="cpu", **QUIET)
     assert res.history[0]["precision"] == "bf16"
-    assert "_original_forward" not in model.__dict__ and not hasattr(model.forward, "__wrapped__")
+    assert "_original_forward" not in model.__dict__ and "forward" not in model.__dict__  # the class's own forward
     assert all(p.dtype == torch.float32 for p in model.parameters())
     texts = list(dev["sentence"])
     fp32 = predict_proba(model, tokenizer, texts, bf16=False)
     bf16 = predict_proba(model, tokenizer, texts, bf16=True)
     assert fp32.dtype == bf16.dtype == np.float32 and not np.array_equal(fp32, bf16)  # bf16 really ran
     assert np.abs(fp32 - bf16).max() < 0.05  # ... and stays close to fp32
+
+
+def test_several_precisions_in_one_process(small, tokenizer, tiny_bert):
+    """Accelerate keeps one state per process: auto -> no -> bf16 -> auto in one process (bug: the 2nd call raised)."""
+    from llm_transfer.hardware import resolve_precision
+
+    train, dev = small[0].select(range(16)), small[1].select(range(16))
+    runs = []
+    for mp in ("auto", "no", "bf16", "auto"):
+        cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, mixed_precision=mp, seed=0)
+        runs.append(fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, device="cpu", **QUIET))
+    auto = resolve_precision("auto", "cpu")
+    assert [r.history[0]["precision"] for r in runs] == [auto, "no", "bf16", auto]
+    assert runs[1].step_losses != runs[2].step_losses  # bf16 really ran, and fp32 did not
+    assert runs[0].step_losses == runs[3].step_losses == runs[2 if auto == "bf16" else 1].step_losses
+
+
+def test_a_cpu_without_native_bf16_trains_in_fp32_and_evaluates_in_the_runs_precision(small, tokenizer, tiny_bert,
+                                                                                       monkeypatch):
+    from llm_transfer import hardware
+
+    monkeypatch.setattr(hardware, "native_bf16", lambda device="cpu": False)
+    train, dev = small[0].select(range(16)), small[1].select(range(32))
+    runs = {}
+    for mp in ("auto", "no", "bf16"):
+        cfg = TrainConfig(epochs=1, batch_size=8, lr=1e-3, max_length=32, mixed_precision=mp, seed=0)
+        model = tiny_bert(0)
+        runs[mp] = (model, fine_tune(model, tokenizer, train, dev, cfg, device="cpu", **QUIET))
+    assert runs["auto"][1].history[0]["precision"] == "no"
+    assert runs["auto"][1].step_losses == runs["no"][1].step_losses
+    model, res = runs["bf16"]  # evaluated in bf16 although this "CPU" has no native bf16 (bug: fp32 then)
+    assert res.history[0]["eval_loss"] == evaluate(model, dev, tokenizer, precision="bf16")["loss"]
+    assert res.history[0]["eval_loss"] != evaluate(model, dev, tokenizer, precision="no")["loss"]
 
 
 def test_predict_proba_refuses_an_empty_list(tiny_bert, tokenizer):

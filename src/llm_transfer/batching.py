@@ -13,7 +13,10 @@ MODEL_COLUMNS = ["input_ids", "attention_mask", "label"]
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
-    """Shuffle, cut into mega-batches, sort each by length, batch, shuffle batch order: every row once an epoch."""
+    """Shuffle, cut into mega-batches, sort each by length, batch, shuffle batch order: every row once an epoch.
+
+    With group=False: the batches of `DataLoader(ds, batch_size, shuffle=True, generator=seeded)` in that epoch.
+    """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, group: bool = True,
                  mega_batch_mult: int = 50, drop_last: bool = False):
@@ -27,12 +30,28 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         """Each epoch gets its own order, fixed by (seed, epoch), so a resumed run sees the same batches."""
         self.epoch = epoch
 
+    def _shuffled_order(self) -> np.ndarray:
+        """Epoch `epoch` of `DataLoader(shuffle=True, generator=torch.Generator().manual_seed(seed))`, drawn again.
+
+        Each pass over such a DataLoader draws one int64 from its generator (the workers' base seed), then the
+        RandomSampler's permutation, then (once exhausted) a second permutation cut to zero rows; replaying those
+        draws gives the very order of a plain shuffled DataLoader (tests/test_training.py checks it).
+        """
+        g, n = torch.Generator().manual_seed(self.seed), len(self.lengths)
+        for _ in range(self.epoch + 1):
+            torch.empty((), dtype=torch.int64).random_(generator=g)
+            order = torch.randperm(n, generator=g)
+            torch.randperm(n, generator=g)
+        return order.numpy()
+
     def __iter__(self) -> Iterator[list[int]]:
         rng = np.random.default_rng([self.seed, self.epoch])
-        order = rng.permutation(len(self.lengths))
         if self.group:
+            order = rng.permutation(len(self.lengths))
             chunks = [order[i:i + self.mega] for i in range(0, len(order), self.mega)]
             order = np.concatenate([c[np.argsort(-self.lengths[c], kind="stable")] for c in chunks])
+        else:  # plain shuffling: the same batches as a seeded, shuffled DataLoader
+            order = self._shuffled_order()
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
@@ -69,7 +88,8 @@ def make_loader(ds, tokenizer, batch_size: int, seed: int = 0, group_by_length: 
         sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed, group=group_by_length)
     else:
         sampler = sorted_batches(lengths, batch_size)
-    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate)
+    # Its own generator: iterating the loader then leaves the global RNG (dropout) untouched.
+    return DataLoader(ds, batch_sampler=sampler, collate_fn=collate, generator=torch.Generator().manual_seed(seed))
 
 
 def to_device(batch: dict, device: str | torch.device) -> dict:

@@ -17,7 +17,8 @@ from transformers import get_linear_schedule_with_warmup
 
 from .batching import make_loader, sorted_batches, to_device
 from .checkpoints import load_training_state, recover, save_checkpoint
-from .hardware import bf16_autocast, describe, resolve_precision
+from .hardware import autocast, bf16_autocast, describe, resolve_precision
+from .settings import display_path
 
 
 @dataclass
@@ -39,9 +40,10 @@ class TrainConfig:
 
 @dataclass
 class FineTuneResult:
-    """What a run produced: per-epoch history, checkpoint folders, timing."""
+    """What a run produced: per-epoch history, per-step training losses, checkpoint folders, timing."""
 
     history: list[dict] = field(default_factory=list)
+    step_losses: list[float] = field(default_factory=list)  # every optimiser step this call ran, in order
     best_dir: Path | None = None
     last_dir: Path | None = None
     train_seconds: float = 0.0
@@ -74,9 +76,10 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(model, ds, tokenizer, batch_size: int = 128, device: str | torch.device | None = None,
-             bf16: bool | None = None) -> dict:
+             bf16: bool | None = None, precision: str | None = None) -> dict:
     """Accuracy and mean cross-entropy on a tokenized, labelled dataset."""
-    logits = predict_logits(model, tokenizer, ds, batch_size=batch_size, device=device, bf16=bf16)
+    logits = predict_logits(model, tokenizer, ds, batch_size=batch_size, device=device, bf16=bf16,
+                            precision=precision)
     labels = np.asarray(ds["label"])
     logp = torch.log_softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
     return {"accuracy": float((logits.argmax(-1) == labels).mean()),
@@ -85,10 +88,11 @@ def evaluate(model, ds, tokenizer, batch_size: int = 128, device: str | torch.de
 
 @torch.no_grad()
 def predict_logits(model, tokenizer, ds, batch_size: int = 128, device: str | torch.device | None = None,
-                   bf16: bool | None = None) -> np.ndarray:
+                   bf16: bool | None = None, precision: str | None = None) -> np.ndarray:
     """Logits for every row of a tokenized dataset, in the dataset's order (batches sorted by length).
 
     bf16=None: bf16 autocast where the device has it natively (see hardware.bf16_autocast); False: fp32.
+    precision ('no', 'bf16', 'fp16'; e.g. a run's recorded one) overrides bf16.
     """
     device = device or next(model.parameters()).device
     was_training = model.training
@@ -97,7 +101,7 @@ def predict_logits(model, tokenizer, ds, batch_size: int = 128, device: str | to
     out = None
     for rows, batch in zip(loader.batch_sampler, loader, strict=True):
         batch.pop("labels", None)
-        with bf16_autocast(device, bf16):
+        with autocast(device, precision) if precision is not None else bf16_autocast(device, bf16):
             logits = model(**to_device(batch, device)).logits.float().cpu().numpy()
         if out is None:
             out = np.zeros((len(ds), logits.shape[-1]), dtype=np.float32)
@@ -133,15 +137,25 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int = 128, bat
 
 def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir: str | Path | None = None,
               resume: bool = True, device: str | None = None, log=print,
-              stop_after: int | None = None) -> FineTuneResult:
+              stop_after: int | None = None, progress: bool = True) -> FineTuneResult:
     """Fine-tune `model` on tokenized `train_ds`, evaluating on `eval_ds` after each epoch.
 
     With `output_dir`, each epoch writes `last/` (with optimizer state, for resuming) and, when the
     validation accuracy improves, `best/`; a later call with the same folder resumes after the last epoch.
     `stop_after` ends this call after that many epochs (a time-boxed session); resume later for the rest.
+    `progress=False` hides the per-step progress bar (the one line per epoch stays).
     """
-    precision = resolve_precision(cfg.mixed_precision, device or ("cuda" if torch.cuda.is_available() else "cpu"))
-    accelerator = Accelerator(cpu=(device == "cpu"), mixed_precision=precision)
+    # Accelerate keeps one state per process and refuses a second Accelerator with another precision or device.
+    # So the Accelerator is asked for neither: it handles processes (DDP, gradient sync, the main process) while
+    # this run's device and precision (autocast, fp16 loss scaling) are applied here, call by call.
+    accelerator = Accelerator(device_placement=False)
+    if accelerator.num_processes > 1:  # `accelerate launch`: one device per process
+        run_device = accelerator.device
+    else:
+        run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    precision = resolve_precision(cfg.mixed_precision, run_device)
+    scaler = torch.amp.GradScaler(run_device.type, enabled=(precision == "fp16" and run_device.type == "cuda"))
+    model.to(run_device)
     torch.manual_seed(cfg.seed)
     loader = make_loader(train_ds, tokenizer, cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length)
     sampler = loader.batch_sampler
@@ -152,7 +166,7 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
     model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
     result = FineTuneResult()
     args = {**asdict(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
-    machine = describe(str(accelerator.device))
+    machine = describe(str(run_device))
     out = Path(output_dir) if output_dir is not None else None
     start_epoch = 0
     if out is not None and resume and (last := recover(out / "last")) is not None:
@@ -170,7 +184,7 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
         result.resumed_from_epoch = start_epoch
         result.last_dir = last
         result.best_dir = out / "best" if (out / "best").exists() else None
-        log(f"resumed from {last} after epoch {start_epoch}/{cfg.epochs}")
+        log(f"resumed from {display_path(last)} after epoch {start_epoch}/{cfg.epochs}")
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     for epoch in range(start_epoch, end_epoch):
         loader.set_epoch(epoch)  # Accelerate's loader re-sets the epoch on each iteration: keep it in step
@@ -179,23 +193,29 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
         model.train()
         t0, seen, loss_sum = time.perf_counter(), 0, 0.0
         bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, mininterval=10,
-                   leave=False, file=sys.stderr, ncols=80, disable=not accelerator.is_local_main_process)
+                   leave=False, file=sys.stderr, ncols=80, disable=not (progress and accelerator.is_local_main_process))
         for batch in bar:
-            loss = model(**batch).loss
-            accelerator.backward(loss)
+            batch = to_device(batch, run_device)
+            with autocast(run_device, precision):
+                loss = model(**batch).loss
+            accelerator.backward(scaler.scale(loss))
             if cfg.max_grad_norm:
+                scaler.unscale_(optimizer)
                 accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            optimizer.step()
+            scaler.step(optimizer)
+            scaler.update()
             scheduler.step()
             optimizer.zero_grad(set_to_none=True)
             n = batch["labels"].shape[0]
             seen += n
-            loss_sum += loss.item() * n
+            result.step_losses.append(loss.item())
+            loss_sum += result.step_losses[-1] * n
         bar.close()
         dt = time.perf_counter() - t0
         result.train_seconds += dt
         result.examples_seen += seen
-        ev = evaluate(accelerator.unwrap_model(model), eval_ds, tokenizer, cfg.eval_batch_size, accelerator.device)
+        ev = evaluate(accelerator.unwrap_model(model), eval_ds, tokenizer, cfg.eval_batch_size, run_device,
+                      precision=precision)  # in the run's own precision
         rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "eval_accuracy": ev["accuracy"],
                "eval_loss": ev["loss"], "train_seconds": dt, "examples_per_second": seen / dt, "hardware": machine,
                "precision": precision}
@@ -210,5 +230,5 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
             result.last_dir = save_checkpoint(out / "last", unwrapped, tokenizer, metrics, args, optimizer,
                                               scheduler, {"epoch": epoch + 1, "history": result.history})
         accelerator.wait_for_everyone()
-    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drop Accelerate's autocast hook on forward
+    accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drop the autocast hook a launch-wide precision adds
     return result
