@@ -11,7 +11,11 @@ bash scripts/install.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 export LLM_TRANSFER_MODE="$MODE"
-mkdir -p artifacts/executed
+# Threads wait passively instead of spinning: a second busy process on the cores then costs little (README).
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"
+mkdir -p artifacts/executed "artifacts/$MODE"
+TIMES="artifacts/$MODE/series_times.tsv"   # one line per notebook run: wall time, threads, machine, date
+[ -f "$TIMES" ] || printf 'notebook\tmode\tseconds\tthreads\tcpu\tfinished_utc\n' > "$TIMES"
 for nb in notebooks/[0-9][0-9]_*.ipynb; do
   num="$(basename "$nb" | cut -c1-2)"
   if [ "$#" -gt 0 ] && [[ ! " $* " == *" $num "* ]]; then continue; fi
@@ -24,5 +28,9 @@ for nb in notebooks/[0-9][0-9]_*.ipynb; do
       --output-dir artifacts/executed "$nb"
     python scripts/tidy_outputs.py "artifacts/executed/$(basename "$nb")"
   fi
-  echo "$nb: $MODE mode, $(( $(date +%s) - start )) s"
+  secs=$(( $(date +%s) - start ))
+  cpu="$(python -c 'from llm_transfer.hardware import cpu_model; print(cpu_model())')"
+  printf '%s\t%s\t%s\t%s\t%s\t%s\n' "$(basename "$nb")" "$MODE" "$secs" "${LLM_TRANSFER_THREADS:-default}" "$cpu" \
+    "$(date -u +%Y-%m-%dT%H:%MZ)" >> "$TIMES"
+  echo "$nb: $MODE mode, $secs s (appended to $TIMES)"
 done

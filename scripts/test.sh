@@ -6,4 +6,5 @@ bash scripts/install.sh
 # shellcheck disable=SC1091
 . .venv/bin/activate
 export LLM_TRANSFER_MODE=quick
+export OMP_WAIT_POLICY="${OMP_WAIT_POLICY:-PASSIVE}"  # no spin-waiting against other processes
 python -m pytest tests notebooks --nbval-lax --nbval-current-env -p no:cacheprovider --durations=10 "$@"

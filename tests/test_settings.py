@@ -46,3 +46,44 @@ def test_device_auto_falls_back_to_cpu(monkeypatch):
     assert pick_device("auto") == "cpu"
     with pytest.raises(SettingsError, match="no CUDA GPU"):
         pick_device("cuda")
+
+
+def _policy_after_import(env_value: str | None) -> str:
+    """OMP_WAIT_POLICY as a fresh process sees it after `import llm_transfer`."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    if env_value is not None:
+        env["OMP_WAIT_POLICY"] = env_value
+    code = "import sys, os, llm_transfer; print(os.environ.get('OMP_WAIT_POLICY'))"
+    return subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True,
+                          check=True).stdout.strip()
+
+
+def test_importing_the_package_sets_a_passive_wait_policy_unless_one_is_set():
+    """Spin-waiting OpenMP threads slowed a busy 2-core machine 3-30x; the package must default to PASSIVE."""
+    assert _policy_after_import(None) == "PASSIVE"
+    assert _policy_after_import("ACTIVE") == "ACTIVE"
+
+
+def test_threads_setting(monkeypatch):
+    monkeypatch.setenv("LLM_TRANSFER_THREADS", "1")
+    assert get_settings().threads == 1
+    assert get_settings(threads=2).threads == 2
+    monkeypatch.setenv("LLM_TRANSFER_THREADS", "zero")
+    with pytest.raises(SettingsError, match="LLM_TRANSFER_THREADS"):
+        get_settings()
+    monkeypatch.delenv("LLM_TRANSFER_THREADS")
+    assert get_settings().threads is None
+
+
+def test_summary_shows_no_absolute_paths(tmp_path, monkeypatch):
+    monkeypatch.delenv("LLM_TRANSFER_ARTIFACTS", raising=False)
+    line = get_settings().summary()
+    assert "/work/" not in line and "/root/" not in line and "artifacts = artifacts" in line
+    from llm_transfer.settings import display_path
+
+    assert display_path("bert-base-uncased") == "bert-base-uncased"
+    assert not display_path(tmp_path).startswith("/")
