@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import BertConfig, BertModel
 
-from llm_transfer.features import cache_name, embed_sentences, load_or_embed, mean_pool, train_probe
+from llm_transfer.features import cache_name, embed_sentences, load_or_embed, mean_pool, probe_label_curve, train_probe
 from llm_transfer.models import load_tokenizer
 
 SENTENCES = [
@@ -129,3 +129,24 @@ def test_probe_rejects_mismatched_shapes():
         train_probe(x, [0] * 9, x, [0] * 10)
     with pytest.raises(ValueError, match="same encoder"):
         train_probe(x, [0, 1] * 5, np.zeros((10, 3)), [0, 1] * 5)
+
+
+def test_probe_label_curve_draws_subsets_and_grows_with_labels():
+    rng = np.random.default_rng(2)
+    y = rng.integers(0, 2, 1200)
+    x = rng.normal(size=(1200, 20))
+    x[:, 0] += 1.0 * (2 * y - 1)  # weak signal: few labels are noisy, many are not
+    curve = probe_label_curve(x[:1000], y[:1000], x[1000:], y[1000:], sizes=[20, 1000], draws=4, seed=0)
+    assert list(curve) == [20, 1000]
+    assert len(curve[20]) == 4 and len(set(curve[20])) > 1  # different random subsets, different probes
+    assert curve[1000] == [train_probe(x[:1000], y[:1000], x[1000:], y[1000:])["accuracy"]]  # all rows: one draw
+    assert np.mean(curve[20]) < curve[1000][0]
+    assert curve == probe_label_curve(x[:1000], y[:1000], x[1000:], y[1000:], sizes=[20, 1000], draws=4, seed=0)
+
+
+def test_probe_label_curve_rejects_impossible_sizes():
+    x, y = np.zeros((10, 2)), [0, 1] * 5
+    with pytest.raises(ValueError, match="sizes"):
+        probe_label_curve(x, y, x, y, sizes=[11])
+    with pytest.raises(ValueError, match="draws"):
+        probe_label_curve(x, y, x, y, sizes=[4], draws=0)

@@ -125,3 +125,19 @@ def train_probe(train_x: np.ndarray, train_y: Sequence[int], eval_x: np.ndarray,
         "n_eval": int(len(eval_y)),
         "probe": probe,
     }
+
+
+def probe_label_curve(train_x: np.ndarray, train_y: Sequence[int], eval_x: np.ndarray, eval_y: Sequence[int],
+                      sizes: Sequence[int], draws: int = 5, seed: int = 0) -> dict[int, list[float]]:
+    """Probe accuracy for each training-set size n, over `draws` random n-row subsets (all rows: one draw)."""
+    train_x, train_y = np.asarray(train_x), np.asarray(train_y)
+    if draws < 1 or any(n < 2 or n > len(train_y) for n in sizes):
+        raise ValueError(f"probe_label_curve: need draws >= 1 and sizes in [2, {len(train_y)}], "
+                         f"got draws={draws}, sizes={list(sizes)}.")
+    rng = np.random.default_rng(seed)
+    curve: dict[int, list[float]] = {}
+    for n in sizes:
+        subsets = [np.arange(n)] if n == len(train_y) else [rng.permutation(len(train_y))[:n] for _ in range(draws)]
+        curve[int(n)] = [train_probe(train_x[i], train_y[i], eval_x, eval_y, seed=seed)["accuracy"]
+                         for i in subsets]
+    return curve
