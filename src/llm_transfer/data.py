@@ -34,6 +34,16 @@ class DataError(ValueError):
     """SST-2 input that cannot be used as it is; the message names the file, the line and the fix."""
 
 
+def bad_label(where: str, value, unit: str) -> str:
+    """The message for a label that is not 0 or 1 (the same for a TSV line and a hub row)."""
+    return f"{where}: label {value!r} is not 0 (negative) or 1 (positive); fix or remove that {unit}."
+
+
+def empty_sentence(where: str, unit: str) -> str:
+    """The message for a blank sentence (the same for a TSV line and a hub row)."""
+    return f"{where}: empty sentence; fix or remove that {unit}."
+
+
 def read_glue_tsv(path: str | os.PathLike, split: str) -> Dataset:
     """Read one GLUE SST-2 TSV file (quoting off), checking every line; raise DataError on the first bad one."""
     path = Path(path)
@@ -82,13 +92,10 @@ def read_glue_tsv(path: str | os.PathLike, split: str) -> Dataset:
             else:
                 sentence, label_s = cols
                 if label_s.strip() not in ("0", "1"):
-                    raise DataError(
-                        f"{path}, line {lineno}: label {label_s!r} is not 0 (negative) or 1 (positive); "
-                        "fix or remove that line."
-                    )
+                    raise DataError(bad_label(f"{path}, line {lineno}", label_s, "line"))
                 label, idx = int(label_s), lineno - 2
             if not sentence.strip():
-                raise DataError(f"{path}, line {lineno}: empty sentence; fix or remove that line.")
+                raise DataError(empty_sentence(f"{path}, line {lineno}", "line"))
             sentences.append(sentence)
             labels.append(label)
             idxs.append(idx)
@@ -117,7 +124,38 @@ def load_from_hub() -> DatasetDict:
     except Exception as e:  # connection errors come in many types across library versions
         raise DataError(f"Could not load {HUB_ID}/{HUB_CONFIG} from the hub ({type(e).__name__}: {e}). "
                         f"{HOW_TO_GET}") from e
-    return DatasetDict({k: dsd[k].cast(FEATURES) for k in GLUE_FILES})
+    return check_hub_sst2(dsd)
+
+
+def check_hub_sst2(dsd) -> DatasetDict:
+    """The hub's SST-2 held to the local folder's rules (columns, label names, labels, sentences); DataError if not."""
+    name = f"{HUB_ID}/{HUB_CONFIG}"
+    missing = [k for k in GLUE_FILES if k not in dsd]
+    if missing:
+        raise DataError(f"{name}: no {', '.join(missing)} split (SST-2 has train, validation and test). {HOW_TO_GET}")
+    out = {}
+    for split in GLUE_FILES:
+        ds = dsd[split]
+        where = f"{name} {split} split"
+        if sorted(ds.column_names) != sorted(FEATURES):
+            raise DataError(f"{where}: columns {ds.column_names}, expected {list(FEATURES)}; is this SST-2?")
+        feature = ds.features["label"]
+        if isinstance(feature, ClassLabel) and feature.names != LABEL_NAMES:
+            raise DataError(f"{where}: label names {feature.names}, expected {LABEL_NAMES} (0 = negative, "
+                            "1 = positive); the labels would be read the wrong way round.")
+        if len(ds) == 0:
+            raise DataError(f"{where}: no rows; the download is empty or truncated.")
+        allowed = {-1} if split == "test" else {0, 1}
+        for i, (sentence, label) in enumerate(zip(ds["sentence"], ds["label"], strict=True)):
+            row = f"{where}, row {i}"
+            if label not in allowed:
+                if split == "test":
+                    raise DataError(f"{row}: label {label!r} in the test split, expected -1 (hidden labels).")
+                raise DataError(bad_label(row, label, "row"))
+            if not isinstance(sentence, str) or not sentence.strip():
+                raise DataError(empty_sentence(row, "row"))
+        out[split] = ds.select_columns(list(FEATURES)).cast(FEATURES)
+    return DatasetDict(out)
 
 
 def load_sst2(source: str | os.PathLike | None = None) -> DatasetDict:
