@@ -230,3 +230,23 @@ def plot_lm_curves(histories: dict[str, Sequence[dict]], baselines: dict[str, fl
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_step_curve(step_losses: Sequence[float], evals: Sequence[dict], baseline: float | None = None,
+                    window: int = 10, title: str = "Training loop"):
+    """Per-step training loss (with a running mean) and dev accuracy at the steps it was measured (dicts with
+    'step' and 'dev_accuracy')."""
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
+    steps = np.arange(1, len(step_losses) + 1)
+    a1.plot(steps, step_losses, color="C0", alpha=0.3, lw=1, label="train loss per step")
+    if len(step_losses) >= window:
+        run = np.convolve(step_losses, np.ones(window) / window, mode="valid")
+        a1.plot(steps[window - 1:], run, color="C0", label=f"running mean of {window}")
+    a1.set_xlabel("optimiser step")
+    a1.set_ylabel("cross-entropy")
+    a1.legend(fontsize=8)
+    a2.plot([e["step"] for e in evals], [e["dev_accuracy"] for e in evals], "o-", color="C2", label="dev accuracy")
+    if baseline is not None:
+        a2.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
+    fig.suptitle(title)
+    return _finish(fig, a2, "optimiser step", "accuracy", "")

@@ -7,7 +7,7 @@ from pathlib import Path
 from .checkpoints import recover
 from .data import load_sst2, subsample, tokenize
 from .models import load_classifier, load_tokenizer
-from .settings import Settings, seed_everything
+from .settings import Settings, display_path, seed_everything
 from .training import FineTuneResult, TrainConfig, fine_tune
 
 FINETUNE_RUN = "sst2-finetune"  # artifacts/<mode>/sst2-finetune/{best,last}
@@ -46,8 +46,8 @@ def ensure_finetuned(settings: Settings, log=print) -> Path:
         from .checkpoints import read_metrics
 
         if len(read_metrics(last)["history"]) >= cfg.epochs:
-            log(f"reusing the fine-tuned checkpoint {out / 'best'}")
+            log(f"reusing the fine-tuned checkpoint {display_path(out / 'best')}")
             return out / "best"
-    log(f"no finished checkpoint in {out}: fine-tuning one now ({settings.mode} mode)")
+    log(f"no finished checkpoint in {display_path(out)}: fine-tuning one now ({settings.mode} mode)")
     run_sst2_finetune(settings, out, log=log)
     return out / "best"
