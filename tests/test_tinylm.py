@@ -102,3 +102,16 @@ def test_train_lm_history_counts_the_predicted_targets():
     assert [h["targets"] for h in hist][-1] == sum(len(s) - 1 for s in seqs)
     assert hist[0]["targets"] < hist[1]["targets"]
     assert math.isfinite(hist[-1]["heldout_loss"])
+
+
+def test_plot_attention_draws_one_labelled_panel_per_matrix():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from llm_transfer.plots import plot_attention
+
+    w = small().attention_allowed(4, None, "cpu").float()
+    fig = plot_attention({"mask": w, "weights": w / w.sum(-1, keepdim=True)}, ["[CLS]", "a", "film", "[SEP]"])
+    panels = [ax for ax in fig.axes if ax.get_title()]
+    assert [ax.get_title() for ax in panels] == ["mask", "weights"]
+    assert [t.get_text() for t in panels[0].get_xticklabels()] == ["[CLS]", "a", "film", "[SEP]"]

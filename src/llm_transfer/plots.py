@@ -250,3 +250,18 @@ def plot_step_curve(step_losses: Sequence[float], evals: Sequence[dict], baselin
         a2.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
     fig.suptitle(title)
     return _finish(fig, a2, "optimiser step", "accuracy", "")
+
+
+def plot_attention(panels: dict[str, np.ndarray], tokens: Sequence[str], title: str = "Attention weights"):
+    """One small heat map per panel: row i (query) over columns j (keys), labelled with the tokens."""
+    fig, axes = plt.subplots(1, len(panels), figsize=(2.9 * len(panels) + 0.6, 3.2), squeeze=False)
+    for ax, (name, w) in zip(axes[0], panels.items(), strict=True):
+        im = ax.imshow(np.asarray(w, dtype=float), cmap="Blues", vmin=0.0, vmax=1.0)
+        ax.set_xticks(range(len(tokens)), tokens, rotation=90, fontsize=7)
+        ax.set_yticks(range(len(tokens)), tokens if ax is axes[0][0] else [], fontsize=7)
+        ax.set_title(name, fontsize=9)
+        ax.set_xlabel("key (looked at)", fontsize=8)
+    axes[0][0].set_ylabel("query (looking)", fontsize=8)
+    fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
+    fig.suptitle(title, fontsize=10)
+    return fig
