@@ -202,3 +202,26 @@ def test_classifier_mean_pooling_averages_real_tokens_only():
         assert torch.allclose(clf(padded, mask).logits, by_hand, atol=1e-5)
     with pytest.raises(ValueError, match="pooling"):
         lm.LMClassifier(tiny(), pooling="max")
+
+
+def test_pretrained_lm_without_target_counts_is_replaced(monkeypatch, tmp_path, sst2_dir):
+    """An artefact from before train_lm counted targets is retrained, so notebook 02 can read history['targets']."""
+    import json
+
+    from llm_transfer.settings import get_settings
+
+    budget = dict(sentences=200, steps=2, batch_size=8, lr=1e-3, n_layer=1, n_head=2, d_model=32, dropout=0.0,
+                  tie_embeddings=False, eval_every=2, eval_sentences=10)
+    monkeypatch.setattr(lm, "pretrain_budget", lambda settings: budget)
+    S = get_settings(data=sst2_dir, mode="quick", artifacts=tmp_path, device="cpu")
+    lm.get_pretrained_lm(S, log=lambda *a: None)
+    cfg = S.run_dir(lm.PRETRAIN_RUN) / "config.json"
+    meta = json.loads(cfg.read_text())
+    assert meta["history"][-1]["targets"] > 0
+    for row in meta["history"]:
+        del row["targets"]
+    cfg.write_text(json.dumps(meta))
+    logs: list[str] = []
+    lm.get_pretrained_lm(S, log=logs.append)
+    assert "replacing it" in logs[0] and str(tmp_path) not in logs[0]  # no absolute path in the message
+    assert "targets" in lm.read_lm_meta(S.run_dir(lm.PRETRAIN_RUN))["history"][-1]
