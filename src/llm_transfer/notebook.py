@@ -36,12 +36,11 @@ def start(**overrides) -> Settings:
     return S
 
 
-def finish() -> str:
-    """Print (and return) how long the notebook took since `start`."""
+def finish() -> None:
+    """Print how long the notebook took since `start` (returns nothing, so a cell shows the line once)."""
     if _started is None:
         line = f"{FINISH_PREFIX} (start() was not called, no wall time)"
     else:
         minutes = (time.perf_counter() - _started) / 60
         line = f"{FINISH_PREFIX} {minutes:.1f} min of wall time since the setup cell"
     print(line)
-    return line
