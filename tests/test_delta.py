@@ -43,21 +43,21 @@ def test_source_plus_delta_rebuilds_target_exactly():
     theta_s = dl.state_of(src)
     delta = dl.compute_delta(src, tgt)
     assert set(delta) == {n for n, _ in src.named_parameters()}
-    rebuilt = dl.apply_delta(copy.deepcopy(src), theta_s, delta, alpha=1.0)
+    rebuilt = dl.apply_delta(copy.deepcopy(src), theta_s, delta, scale=1.0)
     for (n, a), (_, b) in zip(rebuilt.named_parameters(), tgt.named_parameters(), strict=True):
         assert torch.equal(a, b), n  # bit for bit, not merely close
     x = batch()
     assert torch.equal(rebuilt(**x).logits, tgt(**x).logits)
 
 
-def test_alpha_zero_is_source_and_alpha_scales_linearly():
+def test_scale_zero_is_source_and_scale_is_linear():
     src = tiny_bert()
     tgt = fake_finetune(src)
     theta_s, delta = dl.state_of(src), dl.compute_delta(src, tgt)
-    m = dl.apply_delta(copy.deepcopy(tgt), theta_s, delta, alpha=0.0)
+    m = dl.apply_delta(copy.deepcopy(tgt), theta_s, delta, scale=0.0)
     for (n, a), (_, b) in zip(m.named_parameters(), src.named_parameters(), strict=True):
         assert torch.equal(a, b), n
-    m = dl.apply_delta(m, theta_s, delta, alpha=0.5)
+    m = dl.apply_delta(m, theta_s, delta, scale=0.5)
     w = "bert.encoder.layer.0.attention.self.query.weight"
     mid = dict(m.named_parameters())[w]
     expected = (theta_s[w].double() + 0.5 * delta[w]).float()
@@ -71,7 +71,7 @@ def test_delta_on_shared_names_leaves_head_alone():
     enc = [n for n, _ in src.named_parameters() if not st.is_head(n)]
     delta = dl.compute_delta(src, tgt, names=enc)
     assert not any(st.is_head(k) for k in delta)
-    m = dl.apply_delta(copy.deepcopy(tgt), dl.state_of(src), delta, alpha=0.0)
+    m = dl.apply_delta(copy.deepcopy(tgt), dl.state_of(src), delta, scale=0.0)
     assert torch.equal(m.classifier.weight, tgt.classifier.weight)  # head kept at θ_t's
     assert torch.equal(m.bert.pooler.dense.weight, src.bert.pooler.dense.weight)
 
@@ -148,3 +148,12 @@ def test_unknown_strategy_and_bad_targets_are_clear_errors():
         st.prepare(tiny_bert(), "adapters")
     with pytest.raises(ValueError, match="q_proj"):
         st.lora(tiny_bert(), target_modules=("q_proj",))
+
+
+def test_scale_sweep_plot_names_the_scale_lambda_not_loras_alpha():
+    from llm_transfer.plots import plot_scale_sweep
+
+    ax = plot_scale_sweep([0.0, 0.5, 1.0], [0.5, 0.7, 0.9], baseline=0.5).axes[0]
+    assert ax.get_xlabel().startswith("λ") and "α" not in ax.get_xlabel() + ax.get_title()
+    assert list(ax.lines[0].get_ydata()) == [0.5, 0.7, 0.9]
+    assert any("λ = 1" in t.get_text() for t in ax.get_legend().get_texts())

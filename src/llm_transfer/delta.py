@@ -1,4 +1,4 @@
-"""The transfer update θ_t = θ_s + δ as arithmetic on parameter tensors: compute δ, measure it, apply α·δ."""
+"""The transfer update θ_t = θ_s + δ as arithmetic on parameter tensors: compute δ, measure it, apply λ·δ."""
 
 from __future__ import annotations
 
@@ -89,8 +89,8 @@ def compute_delta(theta_s: torch.nn.Module | State, theta_t: torch.nn.Module | S
     return {k: t[k].double() - s[k].double() for k in names}
 
 
-def apply_delta(model: torch.nn.Module, theta_s: State, delta: State, alpha: float = 1.0) -> torch.nn.Module:
-    """Set each parameter named in δ to θ_s + α·δ, in place; the others (e.g. the head) are left alone."""
+def apply_delta(model: torch.nn.Module, theta_s: State, delta: State, scale: float = 1.0) -> torch.nn.Module:
+    """Set each parameter named in δ to θ_s + λ·δ (λ = `scale`), in place; the others (e.g. the head) stay."""
     params = dict(model.named_parameters())
     missing = [k for k in delta if k not in params or k not in theta_s]
     if missing:
@@ -99,7 +99,7 @@ def apply_delta(model: torch.nn.Module, theta_s: State, delta: State, alpha: flo
     with torch.no_grad():
         for k, d in delta.items():
             p = params[k]
-            p.copy_((theta_s[k].double() + alpha * d).to(device=p.device, dtype=p.dtype))
+            p.copy_((theta_s[k].double() + scale * d).to(device=p.device, dtype=p.dtype))
     return model
 
 

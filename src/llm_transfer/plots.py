@@ -149,6 +149,17 @@ def plot_alpha_sweep(alphas: Sequence[float], accuracies: Sequence[float], basel
     return _finish(fig, ax, "α", "dev accuracy", title)
 
 
+def plot_scale_sweep(scales: Sequence[float], accuracies: Sequence[float], baseline: float | None = None,
+                     title: str = "Dev accuracy of θ_s + λ·δ"):
+    """Dev accuracy against the scale λ of the update (λ = 0: the source encoder, λ = 1: the fine-tuned one)."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    ax.plot(scales, accuracies, "o-", color="C0", label="θ_s + λ·δ")
+    ax.axvline(1.0, color="C2", ls="--", lw=1, label="λ = 1 (θ_t)")
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
+    return _finish(fig, ax, "λ (scale of δ)", "dev accuracy", title)
+
+
 def plot_param_efficiency(names: Sequence[str], trainable: Sequence[int], accuracies: Sequence[float],
                           seconds: Sequence[float], title: str = "Trainable parameters vs dev accuracy"):
     """One point per strategy: trainable parameters (log x) vs dev accuracy; marker area ∝ training time."""
@@ -230,6 +241,7 @@ def plot_lm_curves(histories: dict[str, Sequence[dict]], baselines: dict[str, fl
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
 
 
 def plot_step_curve(step_losses: Sequence[float], evals: Sequence[dict], baseline: float | None = None,
