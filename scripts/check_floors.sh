@@ -29,7 +29,7 @@ if [ "${FLOORS_KEEP:-0}" != 1 ] || [ ! -x "$PY" ]; then
     rm -rf "$WORK"
     mkdir -p "$WORK"
     python3 -m venv "$WORK/venv"
-    "$PY" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" uv 2>&1 | grep -v '^WARNING: Location' || true
+    "$PY" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" uv 2>&1 | { grep -v '^WARNING: Location' || true; }
     # Hold the installed torch build exactly (local tag included, e.g. +cpu) whatever the other packages ask for.
     "$PY" -c "import importlib.metadata as m; print('torch==' + m.version('torch'))" > "$WORK/overrides.txt"
     : > "$WORK/constraints.txt"
@@ -37,7 +37,17 @@ if [ "${FLOORS_KEEP:-0}" != 1 ] || [ ! -x "$PY" ]; then
         RESOLUTION=highest
         printf 'transformers==5.15.*\ndatasets==4.0.*\n' > "$WORK/constraints.txt"
     else
+        # lowest-direct alone may still pick a newer release of a direct dependency while it backtracks (it chose
+        # datasets 5.2 over 4.0 here): hold each one to its floor's release series (">=5.2" -> "==5.2.*").
         RESOLUTION=lowest-direct
+        "$PY" - "$ROOT/pyproject.toml" > "$WORK/constraints.txt" <<'PYEOF'
+import re, sys, tomllib
+project = tomllib.load(open(sys.argv[1], "rb"))["project"]
+for d in project["dependencies"] + [d for ds in project["optional-dependencies"].values() for d in ds]:
+    name, low = re.fullmatch(r"([\w.-]+)(?:\[[\w,]+\])?\s*>=\s*([\d.]+)", d).groups()
+    if name != "torch":
+        print(f"{name}=={low}.*")
+PYEOF
     fi
     # uv does not read pip's configuration: pass on pip's local wheel folder (where torch's CPU wheel lies) if any.
     FIND_LINKS=()

@@ -27,11 +27,14 @@ git clone -q "$ROOT" "$WORK/clone"
 echo "== cloned $(git -C "$WORK/clone" rev-parse --short HEAD)"
 python3 -m venv "$WORK/venv"
 PY="$WORK/venv/bin/python"
-"$PY" -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v '^WARNING: Location' || true
+pip_install() { "$PY" -m pip install -q "$@" 2>&1 | { grep -v '^WARNING: Location' || true; }; }  # fails if pip does
+# A current pip, as on Colab (Python 3.11's bundled pip 23.2 rejects a git+file:/// URL: "Invalid requirement").
+pip_install --upgrade pip
+pip_install "${TORCH_SPEC:-torch==2.13.0}"
 # Exactly what the notebooks' setup cell runs on Colab, with the clone's address in place of GitHub's.
-"$PY" -m pip install -q "llm-transfer @ git+file://$WORK/clone" 2>&1 | grep -v '^WARNING: Location' || true
+pip_install "llm-transfer @ git+file://$WORK/clone"
 # The notebook runner (a Colab kernel already has one; nbclient and ipykernel are dev extras, not dependencies).
-"$PY" -m pip install -q nbclient ipykernel 2>&1 | grep -v '^WARNING: Location' || true
+pip_install nbclient ipykernel
 echo "== installed in $((SECONDS - START)) s"
 
 cd "$WORK/run"

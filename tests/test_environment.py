@@ -43,6 +43,7 @@ def test_dependencies_use_lower_bounds_not_pins():
 # The lowest versions scripts/check_floors.sh found to work (its lowest-direct run fails below each one).
 CHECKED_FLOORS = {
     "transformers": ((5, 2), "TrainingArguments(train_sampling_strategy=...) in benchmarks/bench_finetune.py"),
+    "accelerate": ((1, 3), "transformers 5.2's Trainer passes unwrap_model(keep_torch_compile=), new in 1.3"),
     "matplotlib": ((3, 8, 4), "3.8.0-3.8.3 require numpy<2, and pyarrow (via datasets) needs numpy>=2"),
     "scikit-learn": ((1, 4, 2), "1.4.0-1.4.1 require numpy<2, and pyarrow (via datasets) needs numpy>=2"),
     "pandas": ((2, 2, 2), "older wheels are built against numpy 1 and fail to import under numpy 2"),
