@@ -29,7 +29,7 @@ def test_epoch_curves_draw_each_seed_and_their_mean():
 
 
 def test_finish_keeps_the_default_title_size_unless_asked():
-    default = plots.plot_alpha_sweep([0.0, 1.0], [0.5, 0.9], baseline=0.5).axes[0]
+    default = plots.plot_scale_sweep([0.0, 1.0], [0.5, 0.9], baseline=0.5).axes[0]
     small = plots.plot_learning_curve([10, 100], {"pretrained": [0.6, 0.8]}).axes[0]
     assert default.title.get_fontsize() > small.title.get_fontsize() == 10
-    assert default.get_legend() is not None and default.get_xlabel() == "α"
+    assert default.get_legend() is not None and default.get_xlabel() == "λ (scale of δ)"

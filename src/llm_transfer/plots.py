@@ -138,17 +138,6 @@ def plot_delta_grid(grid, title: str = "Relative change ‖δ‖ / ‖θ_s‖ pe
     return fig
 
 
-def plot_alpha_sweep(alphas: Sequence[float], accuracies: Sequence[float], baseline: float | None = None,
-                     title: str = "Dev accuracy of θ_s + α·δ"):
-    """Dev accuracy against the scale α of the update (α = 0: the source, α = 1: the fine-tuned model)."""
-    fig, ax = plt.subplots(figsize=FIGSIZE)
-    ax.plot(alphas, accuracies, "o-", color="C0", label="θ_s + α·δ")
-    ax.axvline(1.0, color="C2", ls="--", lw=1, label="α = 1 (θ_t)")
-    if baseline is not None:
-        ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
-    return _finish(fig, ax, "α", "dev accuracy", title)
-
-
 def plot_scale_sweep(scales: Sequence[float], accuracies: Sequence[float], baseline: float | None = None,
                      title: str = "Dev accuracy of θ_s + λ·δ"):
     """Dev accuracy against the scale λ of the update (λ = 0: the source encoder, λ = 1: the fine-tuned one)."""
