@@ -242,3 +242,27 @@ def test_a_cpu_without_native_bf16_trains_in_fp32_and_evaluates_in_the_runs_prec
 def test_predict_proba_refuses_an_empty_list(tiny_bert, tokenizer):
     with pytest.raises(ValueError, match="no texts"):
         predict_proba(tiny_bert(0), tokenizer, [])
+
+
+def test_run_lock_makes_a_second_process_wait_and_is_reentrant(tmp_path):
+    """03 and 05 side by side both need 04's checkpoint: the second must wait, not train into the same folder."""
+    import subprocess
+    import sys
+    import time
+
+    from llm_transfer.checkpoints import run_lock
+
+    run = tmp_path / "run"
+    holder = subprocess.Popen([sys.executable, "-c", (
+        "import sys, time; from llm_transfer.checkpoints import run_lock\n"
+        f"with run_lock({str(run)!r}, log=lambda m: None):\n"
+        "    print('held', flush=True); time.sleep(2)\n")], stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "held"
+    said, t0 = [], time.perf_counter()
+    with run_lock(run, log=said.append):
+        waited = time.perf_counter() - t0
+        with run_lock(run, log=said.append):  # the same process again: no deadlock
+            pass
+    holder.wait()
+    assert waited > 0.5, waited
+    assert len(said) == 1 and "waiting" in said[0] and str(tmp_path) not in said[0]

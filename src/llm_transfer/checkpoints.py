@@ -2,19 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
+
+try:
+    import fcntl
+except ImportError:  # Windows
+    fcntl = None
 
 import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from .models import ModelError
+from .settings import display_path
 
 MARKER = "checkpoint.json"  # written last: a folder without it is not a complete checkpoint
 STATE_TENSORS, STATE_JSON = "optimizer.safetensors", "training_state.json"
@@ -127,3 +134,34 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu"):
 def read_metrics(folder: str | os.PathLike) -> dict:
     """The metrics.json of a checkpoint folder."""
     return json.loads((Path(folder) / "metrics.json").read_text())
+
+
+_HELD: set[str] = set()  # run folders this process holds the lock of (the lock is re-entrant per process)
+
+
+@contextlib.contextmanager
+def run_lock(folder: str | os.PathLike, log: Callable[[str], None] = print) -> Iterator[None]:
+    """Hold an exclusive lock on a run folder while training into or checking it.
+
+    Two notebooks started side by side (03 and 05 both need notebook 04's checkpoint) would otherwise train the
+    same run into the same folder at once; the second one waits for the first and then reuses its result. The lock
+    is a sibling file `.<name>.lock`, released by the OS when the process ends (a killed run leaves no stale lock).
+    """
+    folder = Path(folder).resolve()
+    key = str(folder)
+    if key in _HELD or fcntl is None:  # re-entrant; no fcntl (Windows): no cross-process lock
+        yield
+        return
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    with open(folder.with_name(f".{folder.name}.lock"), "a+") as fh:
+        try:
+            fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            log(f"another process is training in {display_path(folder)}: waiting for it to finish")
+            fcntl.flock(fh, fcntl.LOCK_EX)
+        _HELD.add(key)
+        try:
+            yield
+        finally:
+            _HELD.discard(key)
+            fcntl.flock(fh, fcntl.LOCK_UN)

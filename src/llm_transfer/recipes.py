@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from .checkpoints import recover
+from .checkpoints import read_metrics, recover, run_lock
 from .data import load_sst2, subsample, tokenize
 from .models import load_classifier, load_tokenizer
 from .settings import Settings, display_path, seed_everything
@@ -38,16 +38,19 @@ def run_sst2_finetune(settings: Settings, output_dir: str | Path | None = None, 
 
 
 def ensure_finetuned(settings: Settings, log=print) -> Path:
-    """Notebook 04's best checkpoint: reused when present (and finished), trained when not."""
+    """Notebook 04's best checkpoint: reused when present (and finished), trained when not.
+
+    Holds the run folder's lock while it checks and trains, so notebooks started side by side wait for one run
+    instead of training the same checkpoint twice into one folder.
+    """
     out = settings.run_dir(FINETUNE_RUN)
     cfg, _ = sst2_recipe(settings)
-    last = recover(out / "last")
-    if last is not None and (out / "best").is_dir():
-        from .checkpoints import read_metrics
-
-        if len(read_metrics(last)["history"]) >= cfg.epochs:
-            log(f"reusing the fine-tuned checkpoint {display_path(out / 'best')}")
-            return out / "best"
-    log(f"no finished checkpoint in {display_path(out)}: fine-tuning one now ({settings.mode} mode)")
-    run_sst2_finetune(settings, out, log=log)
+    with run_lock(out, log=log):
+        last = recover(out / "last")
+        if last is not None and (out / "best").is_dir():
+            if len(read_metrics(last)["history"]) >= cfg.epochs:
+                log(f"reusing the fine-tuned checkpoint {display_path(out / 'best')}")
+                return out / "best"
+        log(f"no finished checkpoint in {display_path(out)}: fine-tuning one now ({settings.mode} mode)")
+        run_sst2_finetune(settings, out, log=log)
     return out / "best"

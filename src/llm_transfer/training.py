@@ -16,7 +16,7 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .batching import make_loader, sorted_batches, to_device
-from .checkpoints import load_training_state, recover, save_checkpoint
+from .checkpoints import load_training_state, recover, run_lock, save_checkpoint
 from .hardware import autocast, bf16_autocast, describe, resolve_precision
 from .settings import display_path
 
@@ -143,8 +143,19 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
     With `output_dir`, each epoch writes `last/` (with optimizer state, for resuming) and, when the
     validation accuracy improves, `best/`; a later call with the same folder resumes after the last epoch.
     `stop_after` ends this call after that many epochs (a time-boxed session); resume later for the rest.
-    `progress=False` hides the per-step progress bar (the one line per epoch stays).
+    `progress=False` hides the per-step progress bar (the one line per epoch stays). While it trains into
+    `output_dir`, the run holds that folder's lock (checkpoints.run_lock): a second process waits.
     """
+    if output_dir is None:
+        return _fine_tune(model, tokenizer, train_ds, eval_ds, cfg, None, resume, device, log, stop_after, progress)
+    with run_lock(output_dir, log=log):
+        return _fine_tune(model, tokenizer, train_ds, eval_ds, cfg, output_dir, resume, device, log, stop_after,
+                          progress)
+
+
+def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir: str | Path | None, resume: bool,
+               device: str | None, log, stop_after: int | None, progress: bool) -> FineTuneResult:
+    """The body of `fine_tune` (called with the run folder's lock held)."""
     # Accelerate keeps one state per process and refuses a second Accelerator with another precision or device.
     # So the Accelerator is asked for neither: it handles processes (DDP, gradient sync, the main process) while
     # this run's device and precision (autocast, fp16 loss scaling) are applied here, call by call.
