@@ -179,3 +179,23 @@ def test_train_bad_data_folder(tmp_path, capsys):
     assert code == 1 and out == "" and "Traceback" not in err
     assert last.startswith("llm-transfer: error: ") and "SST-2 folder not found" in last
     assert not (tmp_path / "run").exists()  # nothing written
+
+
+def test_train_uses_the_threads_setting(monkeypatch):
+    """LLM_TRANSFER_THREADS must reach the CLI as it reaches the notebooks (bug: the CLI ignored it)."""
+    from llm_transfer import cli, hardware
+
+    seen = []
+
+    class Stop(Exception):
+        """Ends the run before any data or model is loaded."""
+
+    def stop(threads):
+        seen.append(threads)
+        raise Stop
+
+    monkeypatch.setenv("LLM_TRANSFER_THREADS", "1")
+    monkeypatch.setattr(hardware, "set_threads", stop)
+    with pytest.raises(Stop):
+        cli.main(["train", "--quick"])
+    assert seen == [1]

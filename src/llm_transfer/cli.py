@@ -112,6 +112,7 @@ def _load(folder: Path) -> tuple:
 
 def cmd_train(a: argparse.Namespace) -> int:
     """Fine-tune and print the final metrics."""
+    from . import hardware
     from .data import load_sst2, subsample, tokenize
     from .models import load_classifier, load_tokenizer
     from .recipes import FINETUNE_RUN, sst2_recipe
@@ -120,6 +121,7 @@ def cmd_train(a: argparse.Namespace) -> int:
 
     quiet_libraries()
     S = get_settings(data=a.data, model=a.model, mode=a.mode, device=a.device, seed=a.seed)
+    hardware.set_threads(S.threads)  # LLM_TRANSFER_THREADS, as in the notebooks
     cfg, rows = sst2_recipe(S)
     overrides = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_length": a.max_length}
     changed = {k: v for k, v in overrides.items() if v is not None}
