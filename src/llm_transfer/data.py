@@ -5,9 +5,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-from datasets import ClassLabel, Dataset, DatasetDict, Features, Value
+from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Value
 
-from .settings import ENV_DATA, HUB_DATA
+from .settings import ENV_DATA, HUB_DATA, display_path
 
 HUB_ID, HUB_CONFIG = "nyu-mll/glue", "sst2"
 LABEL_NAMES = ["negative", "positive"]
@@ -101,7 +101,9 @@ def read_glue_tsv(path: str | os.PathLike, split: str) -> Dataset:
             idxs.append(idx)
     if not sentences:
         raise DataError(f"{path}: no rows after the header; the file is empty or truncated.")
-    return Dataset.from_dict({"sentence": sentences, "label": labels, "idx": idxs}, features=FEATURES)
+    # The description travels with every subset and tokenized copy: checkpoints record it as the data source.
+    info = DatasetInfo(description=f"GLUE SST-2 {split} split, {display_path(path)}", features=FEATURES)
+    return Dataset.from_dict({"sentence": sentences, "label": labels, "idx": idxs}, features=FEATURES, info=info)
 
 
 def load_glue_folder(folder: str | os.PathLike) -> DatasetDict:
@@ -155,6 +157,7 @@ def check_hub_sst2(dsd) -> DatasetDict:
             if not isinstance(sentence, str) or not sentence.strip():
                 raise DataError(empty_sentence(row, "row"))
         out[split] = ds.select_columns(list(FEATURES)).cast(FEATURES)
+        out[split].info.description = f"GLUE SST-2 {split} split, hub {HUB_ID} ({HUB_CONFIG})"  # the data source
     return DatasetDict(out)
 
 

@@ -25,10 +25,11 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .batching import LengthGroupedBatchSampler
-from .checkpoints import atomic_dir
+from .checkpoints import atomic_dir, recover, verify_manifest
 from .hardware import bf16_autocast
+from .identity import describe_mismatch, differences, rows_fingerprint, run_identity
 from .masking import IGNORE_INDEX, mask_tokens
-from .settings import Settings, display_path
+from .settings import HUB_DATA, Settings, display_path
 from .tinylm import (  # noqa: F401  (re-exported: the models' historical home)
     LSTMLM,
     Block,
@@ -225,7 +226,7 @@ def save_lm(model: nn.Module, folder: str | Path, extra: dict | None = None) -> 
         meta = {"arch": type(model).__name__, "config": asdict(model.cfg), **(extra or {})}
         (tmp / "config.json").write_text(json.dumps(meta, indent=1))
 
-    return atomic_dir(folder, write)
+    return atomic_dir(folder, write, manifest=True)  # manifest.json: SHA-256 of both files, checked by load_lm
 
 
 def load_lm(folder: str | Path, device: str = "cpu") -> nn.Module:
@@ -234,6 +235,7 @@ def load_lm(folder: str | Path, device: str = "cpu") -> nn.Module:
     if not (folder / "config.json").is_file() or not (folder / "model.safetensors").is_file():
         raise FileNotFoundError(f"{folder}: no saved language model (needs config.json and "
                                 "model.safetensors); run get_pretrained_lm(S) or notebook 02 to write one.")
+    verify_manifest(folder)  # a damaged file: CheckpointError naming it
     meta = json.loads((folder / "config.json").read_text())
     model = {"TinyGPT": TinyGPT, "LSTMLM": LSTMLM}[meta["arch"]](LMConfig(**meta["config"]))
     load_model(model, str(folder / "model.safetensors"), device="cpu")
@@ -245,6 +247,16 @@ def read_lm_meta(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "config.json").read_text())
 
 
+def pretrained_lm_identity(settings: Settings, budget: dict, train_ids: Sequence[Sequence[int]],
+                           heldout_ids: Sequence[Sequence[int]]) -> dict:
+    """What the series' TinyGPT is (identity.py): trained from scratch on these token ids with this budget and seed."""
+    data = "hub" if settings.data == HUB_DATA else display_path(settings.data)
+    return run_identity({"name": f"TinyGPT from scratch, tokenizer {display_path(settings.model)}", "sha256": None},
+                        {"source": f"SST-2 train sentences ({data})", "train_rows": len(train_ids),
+                         "train_fingerprint": rows_fingerprint(train_ids), "eval_rows": len(heldout_ids),
+                         "eval_fingerprint": rows_fingerprint(heldout_ids)}, settings.seed, budget)
+
+
 def get_pretrained_lm(settings: Settings, log: Callable = print):
     """(TinyGPT, tokenizer) pretrained on SST-2 train sentences: reused from run_dir('tiny-lm') or trained."""
     from .models import load_tokenizer
@@ -252,14 +264,18 @@ def get_pretrained_lm(settings: Settings, log: Callable = print):
     tokenizer = load_tokenizer(settings.model)
     budget = pretrain_budget(settings)
     folder = settings.run_dir(PRETRAIN_RUN)
-    if (folder / "config.json").is_file():
+    train_ids, held_ids = pretraining_corpus(settings, tokenizer)
+    now = pretrained_lm_identity(settings, budget, train_ids, held_ids)
+    if recover(folder, marker="config.json") is not None:
         meta = read_lm_meta(folder)
         current = "targets" in (meta.get("history") or [{}])[-1]  # older versions did not count the targets
-        if meta.get("budget") == budget and meta.get("seed") == settings.seed and current:
+        diffs = differences(meta["identity"], now) if isinstance(meta.get("identity"), dict) else []
+        if meta.get("identity") and not diffs and current:
             log(f"reusing the pretrained TinyGPT in {display_path(folder)}")
             return load_lm(folder, settings.device), tokenizer
-        log(f"{display_path(folder)} holds a TinyGPT from another budget, seed or package version: replacing it")
-    train_ids, held_ids = pretraining_corpus(settings, tokenizer)
+        why = describe_mismatch(folder, diffs, "a TinyGPT") if diffs or not meta.get("identity") else \
+            f"{display_path(folder)}: holds a TinyGPT from an older package version"
+        log(f"{why}: replacing it")
     torch.manual_seed(settings.seed)
     sizes = {k: budget[k] for k in ("n_layer", "n_head", "d_model", "dropout", "tie_embeddings")}
     model = new_lm(train_ids, tokenizer, "gpt", **sizes).to(settings.device)
@@ -268,7 +284,8 @@ def get_pretrained_lm(settings: Settings, log: Callable = print):
                        budget["batch_size"], budget["lr"], eval_every=budget["eval_every"],
                        seed=settings.seed, pad_id=tokenizer.pad_token_id, log=log)
     final = evaluate_lm(model, held_ids, pad_id=tokenizer.pad_token_id)
-    save_lm(model, folder, {"budget": budget, "seed": settings.seed, "history": history, "heldout": final,
+    save_lm(model, folder, {"identity": now, "budget": budget, "seed": settings.seed, "history": history,
+                            "heldout": final,
                             "tokenizer": settings.model, "train_sentences": len(train_ids),
                             "heldout_sentences": len(held_ids)})
     return model.eval(), tokenizer

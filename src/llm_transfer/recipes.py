@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import shutil
+from dataclasses import asdict
 from pathlib import Path
 
-from .checkpoints import read_metrics, recover, run_lock
+from .checkpoints import read_metrics, recover, run_lock, verify_manifest
 from .data import load_sst2, subsample, tokenize
-from .models import load_classifier, load_tokenizer
+from .identity import data_identity, describe_mismatch, mismatch, model_identity, run_identity
+from .models import load_classifier, load_tokenizer, resolve_model
 from .settings import Settings, display_path, seed_everything
 from .training import FineTuneResult, TrainConfig, fine_tune
 
@@ -24,13 +27,27 @@ def sst2_recipe(settings: Settings) -> tuple[TrainConfig, int | None]:
     return cfg, None
 
 
-def run_sst2_finetune(settings: Settings, output_dir: str | Path | None = None, log=print) -> FineTuneResult:
-    """Fine-tune the settings' model on SST-2 with the mode's recipe, writing best/ and last/ checkpoints."""
+def sst2_inputs(settings: Settings) -> tuple[TrainConfig, object, object, object]:
+    """(recipe, tokenizer, tokenized training rows, tokenized dev split) of the settings' standard fine-tune."""
     cfg, rows = sst2_recipe(settings)
     dsd = load_sst2(settings.data)
     tokenizer = load_tokenizer(settings.model)
     train = tokenize(subsample(dsd["train"], rows, settings.seed), tokenizer, cfg.max_length)
     dev = tokenize(dsd["validation"], tokenizer, cfg.max_length)
+    return cfg, tokenizer, train, dev
+
+
+def sst2_identity(settings: Settings, inputs: tuple | None = None) -> dict:
+    """The identity (identity.py) a checkpoint of the settings' standard fine-tune must record to be reused."""
+    cfg, _, train, dev = inputs or sst2_inputs(settings)
+    return run_identity(model_identity(source=resolve_model(settings.model)), data_identity(train, dev), cfg.seed,
+                        asdict(cfg))
+
+
+def run_sst2_finetune(settings: Settings, output_dir: str | Path | None = None, log=print,
+                      inputs: tuple | None = None) -> FineTuneResult:
+    """Fine-tune the settings' model on SST-2 with the mode's recipe, writing best/ and last/ checkpoints."""
+    cfg, tokenizer, train, dev = inputs or sst2_inputs(settings)
     seed_everything(settings.seed)
     model = load_classifier(settings.model)
     out = Path(output_dir) if output_dir is not None else settings.run_dir(FINETUNE_RUN)
@@ -38,19 +55,28 @@ def run_sst2_finetune(settings: Settings, output_dir: str | Path | None = None, 
 
 
 def ensure_finetuned(settings: Settings, log=print) -> Path:
-    """Notebook 04's best checkpoint: reused when present (and finished), trained when not.
+    """Notebook 04's best checkpoint: reused when it is finished and holds this very run, trained when not.
 
-    Holds the run folder's lock while it checks and trains, so notebooks started side by side wait for one run
-    instead of training the same checkpoint twice into one folder.
+    "This very run": the same model weights, training and dev rows, seed and recipe (identity.py). A checkpoint of
+    another run is not reused: one line says what differs, and it is replaced. An unfinished run of the same
+    identity is resumed. Holds the run folder's lock while it checks and trains, so notebooks started side by side
+    wait for one run instead of training the same checkpoint twice into one folder.
     """
     out = settings.run_dir(FINETUNE_RUN)
-    cfg, _ = sst2_recipe(settings)
     with run_lock(out, log=log):
-        last = recover(out / "last")
-        if last is not None and (out / "best").is_dir():
-            if len(read_metrics(last)["history"]) >= cfg.epochs:
-                log(f"reusing the fine-tuned checkpoint {display_path(out / 'best')}")
-                return out / "best"
+        inputs = sst2_inputs(settings)
+        now = sst2_identity(settings, inputs)
+        best, last = recover(out / "best"), recover(out / "last")
+        for folder in (f for f in (last, best) if f is not None):
+            diffs = mismatch(folder, now)
+            if diffs is not None:
+                log(f"{describe_mismatch(folder, diffs, 'a fine-tune')}: not reused; replacing it")
+                shutil.rmtree(folder)
+        last, best = recover(out / "last"), recover(out / "best")
+        if last is not None and best is not None and len(read_metrics(last)["history"]) >= inputs[0].epochs:
+            verify_manifest(best)
+            log(f"reusing the fine-tuned checkpoint {display_path(best)}")
+            return best
         log(f"no finished checkpoint in {display_path(out)}: fine-tuning one now ({settings.mode} mode)")
-        run_sst2_finetune(settings, out, log=log)
+        run_sst2_finetune(settings, out, log=log, inputs=inputs)
     return out / "best"

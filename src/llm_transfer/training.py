@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-import json
+import contextlib
 import math
 import sys
 import time
@@ -16,8 +16,10 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .batching import make_loader, sorted_batches, to_device
-from .checkpoints import load_training_state, recover, run_lock, save_checkpoint
+from .checkpoints import event, load_training_state, load_weights, recover, run_lock, save_checkpoint, verify_manifest
 from .hardware import autocast, bf16_autocast, describe, resolve_precision
+from .identity import check_identity, data_identity, model_identity, run_identity
+from .resume import DEFAULT_CHECKPOINT_MINUTES, HeldInterrupt, rng_state, set_rng_state
 from .settings import display_path
 
 
@@ -48,7 +50,8 @@ class FineTuneResult:
     last_dir: Path | None = None
     train_seconds: float = 0.0
     examples_seen: int = 0
-    resumed_from_epoch: int = 0
+    resumed_from_epoch: int = 0  # finished epochs found in last/ when this call started
+    resumed_from_step: int = 0  # ... and batches of the next epoch (a mid-epoch checkpoint)
 
     @property
     def best(self) -> dict:
@@ -137,30 +140,41 @@ def predict_proba(model, tokenizer, texts: list[str], max_length: int = 128, bat
 
 def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir: str | Path | None = None,
               resume: bool = True, device: str | None = None, log=print,
-              stop_after: int | None = None, progress: bool = True) -> FineTuneResult:
+              stop_after: int | None = None, progress: bool = True, checkpoint_steps: int | None = None,
+              checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
+              data_source: str | None = None) -> FineTuneResult:
     """Fine-tune `model` on tokenized `train_ds`, evaluating on `eval_ds` after each epoch.
 
     With `output_dir`, each epoch writes `last/` (with optimizer state, for resuming) and, when the
-    validation accuracy improves, `best/`; a later call with the same folder resumes after the last epoch.
+    validation accuracy improves, `best/`; `last/` is also written mid-epoch every `checkpoint_steps` optimizer
+    steps and/or `checkpoint_minutes` minutes, and when the kernel is interrupted (KeyboardInterrupt, after the
+    current step). A later call with the same folder resumes from the next batch, after checking that the folder
+    holds this run (model, data rows, seed, recipe: identity.py); the result is that of an uninterrupted run.
     `stop_after` ends this call after that many epochs (a time-boxed session); resume later for the rest.
     `progress=False` hides the per-step progress bar (the one line per epoch stays). While it trains into
     `output_dir`, the run holds that folder's lock (checkpoints.run_lock): a second process waits.
+    `data_source` names where the rows came from in the checkpoint (default: what load_sst2 recorded).
     """
+    opts = dict(resume=resume, device=device, log=log, stop_after=stop_after, progress=progress,
+                checkpoint_steps=checkpoint_steps, checkpoint_minutes=checkpoint_minutes, data_source=data_source)
     if output_dir is None:
-        return _fine_tune(model, tokenizer, train_ds, eval_ds, cfg, None, resume, device, log, stop_after, progress)
+        return _fine_tune(model, tokenizer, train_ds, eval_ds, cfg, None, **opts)
     with run_lock(output_dir, log=log):
-        return _fine_tune(model, tokenizer, train_ds, eval_ds, cfg, output_dir, resume, device, log, stop_after,
-                          progress)
+        return _fine_tune(model, tokenizer, train_ds, eval_ds, cfg, output_dir, **opts)
 
 
-def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir: str | Path | None, resume: bool,
-               device: str | None, log, stop_after: int | None, progress: bool) -> FineTuneResult:
+def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir: str | Path | None, *, resume: bool,
+               device: str | None, log, stop_after: int | None, progress: bool, checkpoint_steps: int | None,
+               checkpoint_minutes: float | None, data_source: str | None) -> FineTuneResult:
     """The body of `fine_tune` (called with the run folder's lock held)."""
     # Accelerate keeps one state per process and refuses a second Accelerator with another precision or device.
     # So the Accelerator is asked for neither: it handles processes (DDP, gradient sync, the main process) while
     # this run's device and precision (autocast, fp16 loss scaling) are applied here, call by call.
     accelerator = Accelerator(device_placement=False)
-    if accelerator.num_processes > 1:  # `accelerate launch`: one device per process
+    procs = accelerator.num_processes
+    if not accelerator.is_main_process:  # several processes: one of them speaks
+        log = _quiet
+    if procs > 1:  # `accelerate launch`: one device per process
         run_device = accelerator.device
     else:
         run_device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -168,78 +182,168 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
     scaler = torch.amp.GradScaler(run_device.type, enabled=(precision == "fp16" and run_device.type == "cuda"))
     model.to(run_device)
     torch.manual_seed(cfg.seed)
-    loader = make_loader(train_ds, tokenizer, cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length)
+    # Each process takes its slice of every batch (batching.py): an optimizer step still covers cfg.batch_size rows,
+    # DDP averages the slices' gradients, every row is seen once an epoch. Accelerate's own sharding of a loader
+    # deals whole batches to processes and pads an uneven end with repeated rows, so the loader is not prepared.
+    loader = make_loader(train_ds, tokenizer, cfg.batch_size, seed=cfg.seed, group_by_length=cfg.group_by_length,
+                         num_shards=procs, shard_index=accelerator.process_index)
     sampler = loader.batch_sampler
     steps_per_epoch = len(sampler)
     total = steps_per_epoch * cfg.epochs
     optimizer = _optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
-    model, optimizer, loader, scheduler = accelerator.prepare(model, optimizer, loader, scheduler)
+    model, optimizer = accelerator.prepare(model, optimizer)  # (the scheduler steps once per step, as built)
+    if procs > 1:
+        log(f"{procs} processes (accelerate launch, {accelerator.distributed_type.value}): each trains on its "
+            f"slice of every {cfg.batch_size}-row batch")
     result = FineTuneResult()
     args = {**asdict(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
     machine = describe(str(run_device))
-    out = Path(output_dir) if output_dir is not None else None
-    start_epoch = 0
-    if out is not None and resume and (last := recover(out / "last")) is not None:
-        saved_args, now = json.loads((last / "train_args.json").read_text()), json.loads(json.dumps(args, default=str))
-        if saved_args != now:
-            changed = "; ".join(f"{k}: {saved_args.get(k)!r} then, {now.get(k)!r} now"
-                                for k in sorted(set(saved_args) | set(now)) if saved_args.get(k) != now.get(k))
-            raise ValueError(f"{last}: was trained with other arguments ({changed}); delete {out} to train again, "
-                             "or pass another output_dir or resume=False.")
-        from safetensors.torch import load_file
-
-        accelerator.unwrap_model(model).load_state_dict(load_file(str(last / "model.safetensors")), strict=False)
-        state = load_training_state(last, optimizer, scheduler)
-        start_epoch, result.history = state["epoch"], state["history"]
-        result.resumed_from_epoch = start_epoch
-        result.last_dir = last
-        result.best_dir = out / "best" if (out / "best").exists() else None
-        log(f"resumed from {display_path(last)} after epoch {start_epoch}/{cfg.epochs}")
+    run = _Run(accelerator, tokenizer, args, Path(output_dir) if output_dir is not None else None, result)
+    start_epoch, start_step, state = 0, 0, {}
+    if run.out is not None:
+        start = accelerator.unwrap_model(model)
+        run.identity = run_identity(model_identity(start), data_identity(train_ds, eval_ds, data_source), cfg.seed,
+                                    asdict(cfg))
+        state = run.resume_from(start, optimizer, scheduler, scaler, resume, log, cfg.epochs, steps_per_epoch)
+        start_epoch, start_step = state.get("epoch", 0), state.get("step", 0)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
-    for epoch in range(start_epoch, end_epoch):
-        loader.set_epoch(epoch)  # Accelerate's loader re-sets the epoch on each iteration: keep it in step
-        sampler.set_epoch(epoch)
-        torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout: the same whether or not the run was resumed
-        model.train()
-        t0, seen, loss_sum = time.perf_counter(), 0, 0.0
-        bar = tqdm(loader, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, mininterval=10,
-                   leave=False, file=sys.stderr, ncols=80, disable=not (progress and accelerator.is_local_main_process))
-        for batch in bar:
-            batch = to_device(batch, run_device)
-            with autocast(run_device, precision):
-                loss = model(**batch).loss
-            accelerator.backward(scaler.scale(loss))
-            if cfg.max_grad_norm:
-                scaler.unscale_(optimizer)
-                accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
-            scaler.step(optimizer)
-            scaler.update()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            n = batch["labels"].shape[0]
-            seen += n
-            result.step_losses.append(loss.item())
-            loss_sum += result.step_losses[-1] * n
-        bar.close()
-        dt = time.perf_counter() - t0
-        result.train_seconds += dt
-        result.examples_seen += seen
-        ev = evaluate(accelerator.unwrap_model(model), eval_ds, tokenizer, cfg.eval_batch_size, run_device,
-                      precision=precision)  # in the run's own precision
-        rec = {"epoch": epoch + 1, "train_loss": loss_sum / max(seen, 1), "eval_accuracy": ev["accuracy"],
-               "eval_loss": ev["loss"], "train_seconds": dt, "examples_per_second": seen / dt, "hardware": machine,
-               "precision": precision}
-        result.history.append(rec)
-        log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} | dev acc {ev['accuracy']:.4f} "
-            f"| dev loss {ev['loss']:.4f} | {rec['examples_per_second']:.0f} ex/s | {dt:.0f} s")
-        if out is not None and accelerator.is_main_process:
-            unwrapped = accelerator.unwrap_model(model)
-            metrics = {"history": result.history, "best": result.best}
-            if rec is result.best:
-                result.best_dir = save_checkpoint(out / "best", unwrapped, tokenizer, metrics, args)
-            result.last_dir = save_checkpoint(out / "last", unwrapped, tokenizer, metrics, args, optimizer,
-                                              scheduler, {"epoch": epoch + 1, "history": result.history})
-        accelerator.wait_for_everyone()
+    held = HeldInterrupt()
+    with held if run.out is not None else contextlib.nullcontext():
+        for epoch in range(start_epoch, end_epoch):
+            sampler.set_epoch(epoch)
+            torch.manual_seed(cfg.seed * 1000 + epoch)  # dropout: the same whether or not the run was resumed
+            model.train()
+            t0, seen, loss_sum, before = time.perf_counter(), 0, 0.0, 0.0
+            skip = start_step if epoch == start_epoch else 0
+            batches = loader
+            if skip:  # mid-epoch resume: the batches of this epoch's fixed order after `skip`, none of them loaded
+                set_rng_state(state["rng"])
+                seen, loss_sum, before = state["seen"], state["loss_sum"], state["seconds"]
+                batches = accelerator.skip_first_batches(loader, skip)
+            bar = tqdm(batches, desc=f"epoch {epoch + 1}/{cfg.epochs}", total=steps_per_epoch, initial=skip,
+                       mininterval=10, leave=False, file=sys.stderr, ncols=80,
+                       disable=not (progress and accelerator.is_local_main_process))
+            step = skip
+            for batch in bar:
+                batch = to_device(batch, run_device)
+                with autocast(run_device, precision):
+                    loss = model(**batch).loss
+                accelerator.backward(scaler.scale(loss))
+                event(f"backward {epoch + 1}.{step + 1}")
+                if cfg.max_grad_norm:
+                    scaler.unscale_(optimizer)
+                    accelerator.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                scaler.step(optimizer)
+                scaler.update()
+                scheduler.step()
+                optimizer.zero_grad(set_to_none=True)
+                n = batch["labels"].shape[0]
+                seen += n
+                result.step_losses.append(loss.item())
+                loss_sum += result.step_losses[-1] * n
+                step += 1
+                event(f"step {epoch + 1}.{step}")
+                if run.out is not None and step < steps_per_epoch:  # an epoch's last step: its end saves below
+                    due = (checkpoint_steps and (epoch * steps_per_epoch + step) % checkpoint_steps == 0) or (
+                        checkpoint_minutes and time.perf_counter() - run.saved_at >= 60 * checkpoint_minutes)
+                    if due or held.requested:
+                        so_far = {"seen": seen, "loss_sum": loss_sum, "seconds": before + time.perf_counter() - t0}
+                        run.save_last(model, optimizer, scheduler, scaler, epoch, step, so_far)
+                    if held.requested:
+                        bar.close()
+                        run.interrupted(epoch, step, cfg.epochs, steps_per_epoch, resume, log)
+            bar.close()
+            dt = before + time.perf_counter() - t0
+            result.train_seconds += time.perf_counter() - t0
+            result.examples_seen += seen - (state.get("seen", 0) if skip else 0)
+            ev = evaluate(accelerator.unwrap_model(model), eval_ds, tokenizer, cfg.eval_batch_size, run_device,
+                          precision=precision)  # in the run's own precision
+            rows, loss_total = seen, loss_sum
+            if procs > 1:  # every process's rows and losses together
+                rows, loss_total = accelerator.reduce(torch.tensor([seen, loss_sum], dtype=torch.float64), "sum")
+                rows, loss_total = int(rows), float(loss_total)
+            rec = {"epoch": epoch + 1, "train_loss": loss_total / max(rows, 1), "eval_accuracy": ev["accuracy"],
+                   "eval_loss": ev["loss"], "train_seconds": dt, "examples_per_second": rows / dt,
+                   "train_rows_seen": rows, "processes": procs, "hardware": machine, "precision": precision}
+            result.history.append(rec)
+            log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} | dev acc {ev['accuracy']:.4f} "
+                f"| dev loss {ev['loss']:.4f} | {rec['examples_per_second']:.0f} ex/s | {dt:.0f} s")
+            if run.out is not None:
+                if rec is result.best:
+                    run.save_best(model)
+                run.save_last(model, optimizer, scheduler, scaler, epoch + 1, 0, None)
+                event(f"epoch {epoch + 1}")
+                if held.requested:
+                    run.interrupted(epoch + 1, 0, cfg.epochs, steps_per_epoch, resume, log)
+            accelerator.wait_for_everyone()
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drop the autocast hook a launch-wide precision adds
     return result
+
+
+def _quiet(*_args, **_kwargs) -> None:
+    """The log of a process that is not the main one."""
+
+
+class _Run:
+    """A fine-tune's checkpoint folder: resume from it, save `last/` and `best/` into it, say where it stopped."""
+
+    def __init__(self, accelerator, tokenizer, args: dict, out: Path | None, result: FineTuneResult):
+        self.accelerator, self.tokenizer, self.args, self.out, self.result = accelerator, tokenizer, args, out, result
+        self.identity: dict | None = None
+        self.saved_at = time.perf_counter()
+
+    def resume_from(self, model, optimizer, scheduler, scaler, resume: bool, log, epochs: int,
+                    steps_per_epoch: int) -> dict:
+        """Check the folder holds this run (IdentityError if not) and load `last/`; the resume state, or {}."""
+        out, result = self.out, self.result
+        best, last = recover(out / "best"), recover(out / "last")
+        if not resume:
+            return {}  # training from scratch: last/ and best/ will be overwritten, as asked
+        fix = f"delete {display_path(out)} to train again, or pass another output_dir (or resume=False)"
+        for folder in (f for f in (last, best) if f is not None):
+            verify_manifest(folder)
+            check_identity(folder, self.identity, fix)
+        result.best_dir = best
+        if last is None:
+            return {}
+        load_weights(model, last / "model.safetensors")
+        state = load_training_state(last, optimizer, scheduler, scaler)
+        result.history, result.last_dir = state["history"], last
+        result.resumed_from_epoch, result.resumed_from_step = state["epoch"], state.get("step", 0)
+        if result.resumed_from_step:
+            log(f"resumed from {display_path(last)} at epoch {state['epoch'] + 1}/{epochs}, step "
+                f"{state['step']}/{steps_per_epoch}: continuing with batch {state['step'] + 1}")
+        else:
+            log(f"resumed from {display_path(last)} after epoch {state['epoch']}/{epochs}")
+        return state
+
+    def _metrics(self) -> dict:
+        """metrics.json: the finished epochs and the best of them."""
+        history = self.result.history
+        return {"history": history, "best": max(history, key=lambda h: h["eval_accuracy"]) if history else None}
+
+    def save_last(self, model, optimizer, scheduler, scaler, epoch: int, step: int, progress: dict | None) -> None:
+        """`last/` with everything a resume needs: at an epoch's end (step 0) or after `step` batches of `epoch`."""
+        if self.accelerator.is_main_process:
+            extra = {"epoch": epoch, "step": step, "history": self.result.history, "scaler": scaler.state_dict(),
+                     "rng": rng_state(), **(progress or {})}
+            self.result.last_dir = save_checkpoint(self.out / "last", self.accelerator.unwrap_model(model),
+                                                   self.tokenizer, self._metrics(), self.args, optimizer, scheduler,
+                                                   extra, identity=self.identity)
+        self.saved_at = time.perf_counter()
+
+    def save_best(self, model) -> None:
+        """`best/`: the weights of the epoch that just ended (no resume state)."""
+        if self.accelerator.is_main_process:
+            self.result.best_dir = save_checkpoint(self.out / "best", self.accelerator.unwrap_model(model),
+                                                   self.tokenizer, self._metrics(), self.args,
+                                                   identity=self.identity)
+
+    def interrupted(self, epoch: int, step: int, epochs: int, steps_per_epoch: int, resume: bool, log) -> None:
+        """Say where the run stopped and how to continue, then raise KeyboardInterrupt."""
+        where = f"epoch {epoch + 1}/{epochs}, step {step}/{steps_per_epoch}" if step else f"the end of epoch {epoch}"
+        again = "run the same cell or command again to continue" if resume else \
+            "call it again with resume=True to continue (this call had resume=False, which starts over)"
+        log(f"interrupted at {where}: saved a resumable checkpoint in {display_path(self.out / 'last')}; {again}")
+        raise KeyboardInterrupt
