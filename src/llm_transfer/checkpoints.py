@@ -34,7 +34,7 @@ class CheckpointError(ModelError):
 
 
 def set_event_hook(hook: Callable[[str], None] | None) -> None:
-    """Call `hook(name)` at named moments ('save:files', 'save:aside', 'step 1.3'...): the kill test's trigger."""
+    """Call `hook(name)` at named moments ('save:aside last', 'step 1.3'...): the kill test's trigger."""
     global _EVENT_HOOK
     _EVENT_HOOK = hook
 
@@ -103,7 +103,7 @@ def atomic_dir(final: str | os.PathLike, write: Callable[[Path], None], manifest
     os.chmod(tmp, 0o755)
     try:
         write(tmp)
-        event("save:files")
+        event(f"save:files {final.name}")
         if manifest:
             write_manifest(tmp)
         for p in tmp.rglob("*"):
@@ -112,14 +112,14 @@ def atomic_dir(final: str | os.PathLike, write: Callable[[Path], None], manifest
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    event("save:synced")
+    event(f"save:synced {final.name}")
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
         os.rename(final, old)
-        event("save:aside")
+        event(f"save:aside {final.name}")
     os.rename(tmp, final)
     _fsync(final.parent)
-    event("save:renamed")
+    event(f"save:renamed {final.name}")
     shutil.rmtree(old, ignore_errors=True)
     return final
 
@@ -246,7 +246,7 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, metrics: dict, 
         (tmp / "metrics.json").write_text(json.dumps(metrics, indent=1))
         if identity is not None:
             (tmp / "identity.json").write_text(json.dumps(identity, indent=1, default=str))
-        event("save:weights")
+        event(f"save:weights {Path(folder).name}")
         if optimizer is not None:
             _optimizer_to_files(optimizer, scheduler, tmp, extra or {})
         (tmp / MARKER).write_text(json.dumps({"format": "llm-transfer/2", "metrics": metrics}, indent=1))

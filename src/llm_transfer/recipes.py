@@ -67,16 +67,20 @@ def ensure_finetuned(settings: Settings, log=print) -> Path:
         inputs = sst2_inputs(settings)
         now = sst2_identity(settings, inputs)
         best, last = recover(out / "best"), recover(out / "last")
+        foreign = None  # (folder, differences) of the first checkpoint that holds another run
         for folder in (f for f in (last, best) if f is not None):
-            diffs = mismatch(folder, now)
-            if diffs is not None:
-                log(f"{describe_mismatch(folder, diffs, 'a fine-tune')}: not reused; replacing it")
-                shutil.rmtree(folder)
-        last, best = recover(out / "last"), recover(out / "best")
-        if last is not None and best is not None and len(read_metrics(last)["history"]) >= inputs[0].epochs:
+            if foreign is None and (diffs := mismatch(folder, now)) is not None:
+                foreign = (folder, diffs)
+        finished = last is not None and len(read_metrics(last)["history"]) >= inputs[0].epochs
+        if foreign is None and finished and best is not None:
             verify_manifest(best)
             log(f"reusing the fine-tuned checkpoint {display_path(best)}")
             return best
+        if foreign is not None:
+            log(f"{describe_mismatch(*foreign, 'a fine-tune')}: not reused; replacing the run")
+        if foreign is not None or finished:  # another run, or a finished one without best/: train it again
+            for folder in (f for f in (last, best) if f is not None):
+                shutil.rmtree(folder)
         log(f"no finished checkpoint in {display_path(out)}: fine-tuning one now ({settings.mode} mode)")
         run_sst2_finetune(settings, out, log=log, inputs=inputs)
     return out / "best"

@@ -1,0 +1,350 @@
+"""Checkpoints you can stop and trust: identity checks, crash safety, mid-epoch resume, interrupts and SIGKILLs."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import time
+import traceback
+from pathlib import Path
+
+import pytest
+import torch
+from safetensors.torch import load_file, save_file
+
+from llm_transfer import checkpoints
+from llm_transfer.checkpoints import CheckpointError, load_training_state, load_weights, save_checkpoint
+from llm_transfer.data import subsample, tokenize
+from llm_transfer.identity import IdentityError
+from llm_transfer.models import sha256_file
+from llm_transfer.training import TrainConfig, fine_tune
+
+# 48 rows in batches of 8: 6 steps an epoch, 2 epochs; fp32 so that resumed runs must match bit for bit.
+CFG = TrainConfig(epochs=2, batch_size=8, lr=3e-3, max_length=32, mixed_precision="no", seed=0)
+STEPS = 6
+
+
+@pytest.fixture(scope="module")
+def rows(sst2, tokenizer):
+    """48 training and 16 dev rows, tokenized (and 48 other training rows, 16 other dev rows)."""
+    train = tokenize(subsample(sst2["train"], 96, 0), tokenizer, 32)
+    dev = tokenize(subsample(sst2["validation"], 32, 0), tokenizer, 32)
+    return train.select(range(48)), dev.select(range(16)), train.select(range(48, 96)), dev.select(range(16, 32))
+
+
+def train(model, tokenizer, rows, out, cfg=CFG, logs=None, train_rows=None, dev_rows=None, **kw):
+    """fine_tune into `out` on the fixture's rows, quietly, with no time-based checkpoints."""
+    log = logs.append if logs is not None else (lambda *a: None)
+    return fine_tune(model, tokenizer, train_rows if train_rows is not None else rows[0],
+                     dev_rows if dev_rows is not None else rows[1], cfg, output_dir=out, device="cpu", log=log,
+                     progress=False, checkpoint_minutes=None, **kw)
+
+
+@pytest.fixture(scope="module")
+def reference(rows, tokenizer, tmp_path_factory):
+    """An uninterrupted run (no mid-epoch checkpoints): its folder and result."""
+    import transformers
+
+    torch.manual_seed(0)
+    cfg = transformers.BertConfig(vocab_size=30522, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                                  intermediate_size=64, max_position_embeddings=128, num_labels=2)
+    out = tmp_path_factory.mktemp("reference") / "run"
+    return out, train(transformers.BertForSequenceClassification(cfg), tokenizer, rows, out)
+
+
+def same_weights(a: Path, b: Path) -> bool:
+    """True when two checkpoint folders hold bit-identical weights."""
+    wa, wb = load_file(str(a / "model.safetensors")), load_file(str(b / "model.safetensors"))
+    return wa.keys() == wb.keys() and all(torch.equal(wa[k], wb[k]) for k in wa)
+
+
+def same_history(a: Path, b: Path) -> bool:
+    """True when two runs' metrics (per-epoch losses and accuracies) are identical."""
+    keys = ("train_loss", "eval_accuracy", "eval_loss")
+    ha, hb = (json.loads((f / "metrics.json").read_text())["history"] for f in (a, b))
+    return [[h[k] for k in keys] for h in ha] == [[h[k] for k in keys] for h in hb]
+
+
+class Crash(Exception):
+    """Stands for a crash at a named moment (in-process)."""
+
+
+def crash_at(name: str):
+    """An event hook that raises Crash at the named moment."""
+
+    def hook(event: str) -> None:
+        if event == name:
+            raise Crash(event)
+
+    return hook
+
+
+@pytest.fixture
+def hooks():
+    """Set checkpoints' event hook for one test; always unset afterwards."""
+    yield checkpoints.set_event_hook
+    checkpoints.set_event_hook(None)
+
+
+# --- mid-epoch checkpoints and interrupts ------------------------------------------------------------------
+
+def test_mid_epoch_resume_continues_from_the_next_batch_bit_identically(rows, tokenizer, tiny_bert, reference,
+                                                                        tmp_path, hooks):
+    ref_dir, ref = reference
+    out = tmp_path / "run"
+    hooks(crash_at("step 2.3"))  # last/ was saved after step 2.2 (every 4 steps: 1.4, 2.2)
+    with pytest.raises(Crash):
+        train(tiny_bert(0), tokenizer, rows, out, checkpoint_steps=4)
+    hooks(None)
+    state = json.loads((out / "last" / "training_state.json").read_text())
+    assert (state["epoch"], state["step"]) == (1, 2) and "rng" in state
+    logs: list[str] = []
+    rest = train(tiny_bert(0), tokenizer, rows, out, logs=logs, checkpoint_steps=4)
+    assert any("at epoch 2/2, step 2/6: continuing with batch 3" in m for m in logs), logs
+    assert (rest.resumed_from_epoch, rest.resumed_from_step) == (1, 2)
+    assert rest.step_losses == ref.step_losses[STEPS + 2:]  # the very batches and dropout masks, from batch 3 on
+    assert same_weights(out / "last", ref_dir / "last") and same_history(out / "last", ref_dir / "last")
+    assert same_weights(out / "best", ref_dir / "best")
+
+
+def test_interrupt_saves_a_resumable_checkpoint_and_says_how_to_continue(rows, tokenizer, tiny_bert, reference,
+                                                                         tmp_path, hooks):
+    ref_dir, _ = reference
+    out = tmp_path / "run"
+    hooks(lambda e: os.kill(os.getpid(), signal.SIGINT) if e == "backward 1.3" else None)  # "interrupt kernel"
+    logs: list[str] = []
+    with pytest.raises(KeyboardInterrupt):
+        train(tiny_bert(0), tokenizer, rows, out, logs=logs)
+    hooks(None)
+    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    assert logs[-1].startswith("interrupted at epoch 1/2, step 3/6: saved a resumable checkpoint in ")
+    assert "run the same cell or command again to continue" in logs[-1] and str(tmp_path) not in logs[-1]
+    assert json.loads((out / "last" / "training_state.json").read_text())["step"] == 3  # the step was finished
+    train(tiny_bert(0), tokenizer, rows, out)
+    assert same_weights(out / "last", ref_dir / "last") and same_history(out / "last", ref_dir / "last")
+
+
+# --- identity: a resume or reuse of another run is refused -----------------------------------------------------
+
+def refused(rows, tokenizer, model, ref_dir: Path, tmp_path: Path, **kw) -> str:
+    """Resume a copy of the reference run with something changed; the one-line IdentityError message."""
+    out = tmp_path / "copy"
+    shutil.copytree(ref_dir, out)
+    with pytest.raises(IdentityError) as err:
+        train(model, tokenizer, rows, out, **kw)
+    msg = str(err.value)
+    assert "\n" not in msg and "delete" in msg and str(tmp_path) not in msg, msg
+    return msg
+
+
+def test_resume_refuses_another_seed(rows, tokenizer, tiny_bert, reference, tmp_path):
+    msg = refused(rows, tokenizer, tiny_bert(0), reference[0], tmp_path, cfg=TrainConfig(**{**CFG.__dict__, "seed": 1}))
+    assert "copy/last: holds a run of another seed (0 there, 1 now)" in msg
+    assert "starting model" not in msg  # the seed explains the other head initialisation
+
+
+def test_resume_refuses_other_data_rows(rows, tokenizer, tiny_bert, reference, tmp_path):
+    msg = refused(rows, tokenizer, tiny_bert(0), reference[0], tmp_path, train_rows=rows[2])
+    assert "holds a run of other training rows (48 rows" in msg and "evaluation" not in msg
+    msg = refused(rows, tokenizer, tiny_bert(0), reference[0], tmp_path / "b", dev_rows=rows[3])
+    assert "holds a run of other evaluation rows (16 rows" in msg and "training rows" not in msg
+
+
+def test_resume_refuses_another_model(rows, tokenizer, tiny_bert, reference, tmp_path):
+    from transformers import BertForSequenceClassification
+
+    msg = refused(rows, tokenizer, tiny_bert(1), reference[0], tmp_path)  # a model built in memory
+    assert "holds a run of another starting model" in msg
+    for seed in (0, 1):  # models loaded from folders: named by their weights file's SHA-256
+        tiny_bert(seed).save_pretrained(tmp_path / f"m{seed}")
+    out = tmp_path / "from-file"
+    train(BertForSequenceClassification.from_pretrained(tmp_path / "m0"), tokenizer, rows, out, stop_after=1)
+    ident = json.loads((out / "last" / "identity.json").read_text())
+    assert ident["model"]["sha256"] == sha256_file(tmp_path / "m0" / "model.safetensors")
+    assert ident["data"]["train_rows"] == 48 and ident["seed"] == 0 and ident["recipe"]["lr"] == CFG.lr
+    with pytest.raises(IdentityError, match=r"holds a run of another model \(.*m0 \w{12} there, .*m1 \w{12} now\)"):
+        train(BertForSequenceClassification.from_pretrained(tmp_path / "m1"), tokenizer, rows, out)
+
+
+def test_resume_refuses_a_checkpoint_without_identity(rows, tokenizer, tiny_bert, reference, tmp_path):
+    out = tmp_path / "old"
+    shutil.copytree(reference[0], out)
+    for name in ("identity.json", "manifest.json"):  # as an older version wrote it
+        (out / "last" / name).unlink()
+    with pytest.raises(IdentityError, match="old/last: records no identity .*older version.*; delete"):
+        train(tiny_bert(0), tokenizer, rows, out)
+
+
+def test_ensure_finetuned_reuses_only_a_run_of_the_same_identity(monkeypatch, tmp_path, tokenizer, tiny_bert,
+                                                                 sst2_dir):
+    from llm_transfer import recipes
+    from llm_transfer.settings import get_settings
+
+    model_dir = tmp_path / "tiny-model"
+    tiny_bert(0).save_pretrained(model_dir)
+    tokenizer.save_pretrained(model_dir)
+    recipe = TrainConfig(epochs=1, batch_size=16, lr=1e-3, max_length=16, mixed_precision="no")
+    monkeypatch.setattr(recipes, "sst2_recipe", lambda s: (TrainConfig(**{**recipe.__dict__, "seed": s.seed}), 32))
+    logs: list[str] = []
+
+    def ensure(seed: int) -> Path:
+        S = get_settings(data=sst2_dir, model=model_dir, mode="quick", artifacts=tmp_path / "art", device="cpu",
+                         seed=seed)
+        return recipes.ensure_finetuned(S, log=logs.append)
+
+    best = ensure(0)
+    assert logs[0].startswith("no finished checkpoint") and (best / "identity.json").is_file()
+    ensure(0)
+    assert logs[-1].startswith("reusing the fine-tuned checkpoint")
+    n = len(logs)
+    ensure(1)
+    assert "last: holds a fine-tune of " in logs[n] and "another seed (0 there, 1 now)" in logs[n]
+    assert logs[n].endswith(": not reused; replacing the run")  # the seed picks other rows too: both are named
+    assert json.loads((best / "identity.json").read_text())["seed"] == 1
+    for name in ("identity.json", "manifest.json"):
+        (best / name).unlink()
+    n = len(logs)
+    ensure(1)
+    assert "best: records no identity" in logs[n] and "replacing the run" in logs[n]
+    assert (best / "identity.json").is_file()
+    assert all(str(tmp_path) not in m for m in logs)
+
+
+def test_pretrained_lm_of_another_seed_is_replaced(monkeypatch, tmp_path, sst2_dir):
+    from llm_transfer import lm
+    from llm_transfer.settings import get_settings
+
+    budget = dict(sentences=120, steps=2, batch_size=8, lr=1e-3, n_layer=1, n_head=2, d_model=16, dropout=0.0,
+                  tie_embeddings=False, eval_every=2, eval_sentences=5)
+    monkeypatch.setattr(lm, "pretrain_budget", lambda settings: budget)
+    logs: list[str] = []
+    for seed in (0, 1):
+        lm.get_pretrained_lm(get_settings(data=sst2_dir, mode="quick", artifacts=tmp_path, device="cpu", seed=seed),
+                             log=logs.append)
+    said = [m for m in logs if "replacing it" in m]
+    assert len(said) == 1 and "tiny-lm: holds a TinyGPT of " in said[0] and "another seed (0 there, 1 now)" in said[0]
+    assert "other training rows" in said[0]  # the seed also picks the held-out split
+
+
+# --- crash safety ----------------------------------------------------------------------------------------
+
+def test_damaged_resume_state_is_a_checkpoint_error(rows, tokenizer, tiny_bert, reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)
+    opt = out / "last" / "optimizer.safetensors"
+    opt.write_bytes(opt.read_bytes()[:100])
+    with pytest.raises(CheckpointError, match=r"last/optimizer.safetensors: damaged .*manifest.*; delete"):
+        train(tiny_bert(0), tokenizer, rows, out)
+    shutil.copytree(reference[0] / "last", tmp_path / "last")
+    state = tmp_path / "last" / "training_state.json"
+    model = tiny_bert(0)
+    optimizer = torch.optim.AdamW(model.parameters())
+    for bad in ('{"param_groups": [', '{"scalars": {}}'):  # truncated JSON; a key missing
+        state.write_text(bad)
+        with pytest.raises(CheckpointError, match="resume state .* damaged .*delete that folder"):
+            load_training_state(tmp_path / "last", optimizer, None)
+
+
+def test_stale_temporary_folders_are_removed_and_best_is_recovered(rows, tokenizer, tiny_bert, reference, tmp_path):
+    out = tmp_path / "run"
+    shutil.copytree(reference[0], out)
+    (out / "best").rename(out / ".best.old-1a2b3c4d")  # a kill between best/'s two renames
+    for junk in (".best.tmp-x1", ".last.tmp-y2", ".last.old-5e6f7a8b"):  # kills mid-save, before the cleanup
+        (out / junk).mkdir()
+        (out / junk / "model.safetensors").write_bytes(b"partial")
+    res = train(tiny_bert(0), tokenizer, rows, out)  # nothing left to train: it only resumes
+    assert res.best_dir == out / "best" and same_weights(out / "best", reference[0] / "best")
+    assert sorted(p.name for p in out.iterdir()) == ["best", "last"]
+
+
+def test_weights_load_strictly(tiny_bert, tmp_path):
+    model = tiny_bert(0)
+    weights = {k: v.contiguous() for k, v in model.state_dict().items()}
+    save_file(weights, str(tmp_path / "ok.safetensors"))
+    load_weights(tiny_bert(1), tmp_path / "ok.safetensors")
+    save_file({k: v for k, v in weights.items() if k != "classifier.bias"}, str(tmp_path / "missing.safetensors"))
+    with pytest.raises(CheckpointError, match="do not fit the model .missing: classifier.bias"):
+        load_weights(tiny_bert(0), tmp_path / "missing.safetensors")
+    save_file({**weights, "extra.weight": torch.zeros(2)}, str(tmp_path / "extra.safetensors"))
+    with pytest.raises(CheckpointError, match="unexpected: extra.weight"):
+        load_weights(tiny_bert(0), tmp_path / "extra.safetensors")
+
+
+def test_saves_are_fsynced_before_the_renames(tiny_bert, tokenizer, tmp_path, monkeypatch, hooks):
+    synced: list[str] = []
+    real = os.fsync
+    monkeypatch.setattr(checkpoints.os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+                        or real(fd))
+    hooks(lambda e: synced.append(e) if e.startswith("save:") else None)
+    ck = save_checkpoint(tmp_path / "ck", tiny_bert(0), tokenizer, {}, {})
+    files = [p for p in ck.iterdir()]
+    first_rename = synced.index("save:synced ck")
+    before = [Path(s).name for s in synced[:first_rename]]
+    assert {f.name for f in files} <= set(before) and "manifest.json" in before  # every file, then the folder
+    assert Path(synced[first_rename - 1]).name.startswith(".ck.tmp-")
+    assert synced[-2:] == [str(tmp_path), "save:renamed ck"]  # the parent folder after the rename
+
+
+# --- SIGKILL at five moments, each resumed -----------------------------------------------------------------
+
+def _child(out: Path, kill_at: str, tokenizer, rows, model) -> None:
+    """In a forked child: train into `out` and SIGKILL itself at the n-th 'event#n' (then no cleanup runs at all)."""
+    name, _, nth = kill_at.partition("#")
+    seen = {"n": 0}
+
+    def hook(event: str) -> None:
+        if event == name:
+            seen["n"] += 1
+            if seen["n"] == int(nth or 1):
+                os.kill(os.getpid(), signal.SIGKILL)
+
+    torch.set_num_threads(1)
+    checkpoints.set_event_hook(hook)
+    try:
+        train(model, tokenizer, rows, out, checkpoint_steps=2)
+    except BaseException:
+        (out.parent / "child-error.txt").write_text(traceback.format_exc())
+        os._exit(3)
+    os._exit(0)  # finished without reaching the kill point
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self").exists(), reason="needs fork (Linux)")
+def test_runs_killed_at_five_moments_resume_to_the_uninterrupted_weights(rows, tokenizer, tiny_bert, reference,
+                                                                         tmp_path):
+    """SIGKILL mid-step, mid-save (between files), between renames, between epochs and after a rename.
+
+    Each kill is a separate process (forked: the imports are already done) that kills itself at a named moment, so
+    the moments are exact; the next process resumes from what the kill left on disk.
+    """
+    ref_dir, _ = reference
+    out = tmp_path / "run"
+    save = "save:{} {}"
+    moments = [
+        "backward 1.3",  # mid-step: after the backward pass, before the optimizer step (last/ holds step 2)
+        f"{save.format('weights', 'best')}#1",  # mid-save: best/'s files half written (a stale .best.tmp-*)
+        f"{save.format('aside', 'last')}#1",  # between the renames: last/ moved aside, the new one not in place
+        "epoch 1",  # between epochs: both epoch-end checkpoints written
+        f"{save.format('renamed', 'last')}#1",  # after a save's rename, before the old copy is removed
+    ]
+    for kill_at in moments:
+        pid = os.fork()
+        if pid == 0:
+            _child(out, kill_at, tokenizer, rows, tiny_bert(0))
+        deadline = time.monotonic() + 120
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail(f"the run to be killed at {kill_at!r} hung")
+        status = done[1]
+        err = (tmp_path / "child-error.txt").read_text() if (tmp_path / "child-error.txt").exists() else ""
+        assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (kill_at, status, err)
+    logs: list[str] = []
+    res = train(tiny_bert(0), tokenizer, rows, out, logs=logs, checkpoint_steps=2)
+    assert (res.resumed_from_epoch, res.resumed_from_step) == (1, 2), logs  # the last kill came after step 2.2
+    assert same_weights(out / "last", ref_dir / "last") and same_history(out / "last", ref_dir / "last")
+    assert same_weights(out / "best", ref_dir / "best")
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == ["best", "last"]
