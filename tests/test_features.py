@@ -91,6 +91,20 @@ def test_cache_is_reused_only_for_the_same_sentences(tiny_encoder, tokenizer, tm
     assert not reused and other.shape == first.shape
 
 
+def test_cache_is_reused_only_for_the_same_encoder_weights(tiny_encoder, tokenizer, tmp_path):
+    """Another encoder (or other random weights) under the same cache file name must not reuse its embeddings."""
+    import copy
+
+    path = tmp_path / "cache.npz"
+    first, _ = load_or_embed(path, tiny_encoder, tokenizer, SENTENCES[:3])
+    assert load_or_embed(path, tiny_encoder, tokenizer, SENTENCES[:3])[1]
+    changed = copy.deepcopy(tiny_encoder)
+    with torch.no_grad():
+        next(changed.parameters()).add_(0.5)
+    other, reused = load_or_embed(path, changed, tokenizer, SENTENCES[:3])
+    assert not reused and not np.allclose(first, other)
+
+
 def test_unreadable_cache_is_recomputed(tiny_encoder, tokenizer, tmp_path):
     path = tmp_path / "broken.npz"
     path.write_bytes(b"not a zip file")

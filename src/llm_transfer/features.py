@@ -79,17 +79,23 @@ def sentences_key(sentences: Sequence[str]) -> str:
 
 def load_or_embed(path: str | os.PathLike, model: torch.nn.Module | None, tokenizer, sentences: Sequence[str],
                   **embed_kwargs) -> tuple[np.ndarray, bool]:
-    """Reuse the embeddings cached at path when they match these sentences, else compute and cache them.
+    """Reuse the embeddings cached at path when they match these sentences and this encoder, else compute them.
 
-    Returns (embeddings, reused). `model` may be None only when the cache is known to be present.
+    Returns (embeddings, reused). The cache records the SHA-256 of the encoder's weights (identity.state_sha256):
+    another model, or other random weights, under the same file name is recomputed. `model` may be None only when
+    the cache is known to be present (its weights are then not checked).
     """
+    from .identity import state_sha256
+
     path = Path(path)
     sentences = list(sentences)
     key = sentences_key(sentences)
+    weights = state_sha256(model) if model is not None else None
     if path.is_file():
         try:
             with np.load(path) as z:
-                if str(z["key"]) == key and len(z["embeddings"]) == len(sentences):
+                same_model = weights is None or ("weights" in z.files and str(z["weights"]) == weights)
+                if str(z["key"]) == key and len(z["embeddings"]) == len(sentences) and same_model:
                     return z["embeddings"], True
         except (OSError, ValueError, KeyError, zipfile.BadZipFile):
             pass  # an unreadable or foreign file counts as no cache: it is recomputed and overwritten
@@ -99,7 +105,7 @@ def load_or_embed(path: str | os.PathLike, model: torch.nn.Module | None, tokeni
     emb = embed_sentences(model, tokenizer, sentences, **embed_kwargs)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(path.name + ".tmp.npz")
-    np.savez(tmp, embeddings=emb, key=np.array(key))
+    np.savez(tmp, embeddings=emb, key=np.array(key), weights=np.array(weights or state_sha256(model)))
     os.replace(tmp, path)  # a half-written cache never looks complete
     return emb, False
 
