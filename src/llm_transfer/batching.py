@@ -16,14 +16,21 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
     """Shuffle, cut into mega-batches, sort each by length, batch, shuffle batch order: every row once an epoch.
 
     With group=False: the batches of `DataLoader(ds, batch_size, shuffle=True, generator=seeded)` in that epoch.
+    With num_shards=N (N processes, `accelerate launch`): process `shard_index` gets its slice of every batch, so
+    each optimizer step still covers batch_size rows, every process takes the same number of steps, and every row
+    is seen once an epoch across the processes (a last batch of fewer than N rows joins the one before it).
     """
 
     def __init__(self, lengths: Sequence[int], batch_size: int, seed: int = 0, group: bool = True,
-                 mega_batch_mult: int = 50, drop_last: bool = False):
+                 mega_batch_mult: int = 50, drop_last: bool = False, num_shards: int = 1, shard_index: int = 0):
         self.lengths = np.asarray(lengths)
         self.batch_size, self.seed, self.group = batch_size, seed, group
         self.mega = batch_size * mega_batch_mult
         self.drop_last = drop_last
+        if not 0 <= shard_index < num_shards or batch_size < num_shards:
+            raise ValueError(f"shard {shard_index} of {num_shards} with batch size {batch_size}: need "
+                             "0 <= shard_index < num_shards <= batch_size (each process gets a slice of every batch)")
+        self.num_shards, self.shard_index = num_shards, shard_index
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -55,13 +62,20 @@ class LengthGroupedBatchSampler(Sampler[list[int]]):
         batches = [order[i:i + self.batch_size].tolist() for i in range(0, len(order), self.batch_size)]
         if self.drop_last and batches and len(batches[-1]) < self.batch_size:
             batches.pop()
+        if self.num_shards > 1 and len(batches) > 1 and len(batches[-1]) < self.num_shards:
+            short = batches.pop()  # too few rows to give every process one: they join the batch before
+            batches[-1] = batches[-1] + short
         if self.group:
             batches = [batches[i] for i in rng.permutation(len(batches))]
+        if self.num_shards > 1:
+            batches = [np.array_split(b, self.num_shards)[self.shard_index].tolist() for b in batches]
         yield from batches
 
     def __len__(self) -> int:
-        n = len(self.lengths) // self.batch_size
-        return n if self.drop_last or len(self.lengths) % self.batch_size == 0 else n + 1
+        n, rest = divmod(len(self.lengths), self.batch_size)
+        if self.drop_last or rest == 0 or (self.num_shards > 1 and n > 0 and rest < self.num_shards):
+            return n
+        return n + 1
 
 
 def sorted_batches(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
@@ -79,13 +93,17 @@ def padding_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> d
 
 
 def make_loader(ds, tokenizer, batch_size: int, seed: int = 0, group_by_length: bool = True,
-                shuffle: bool = True) -> DataLoader:
-    """A DataLoader over a tokenized dataset: length-grouped (or random) batches, padded per batch."""
+                shuffle: bool = True, num_shards: int = 1, shard_index: int = 0) -> DataLoader:
+    """A DataLoader over a tokenized dataset: length-grouped (or random) batches, padded per batch.
+
+    num_shards / shard_index: this process's slice of every training batch (several processes).
+    """
     ds = ds.select_columns([c for c in MODEL_COLUMNS if c in ds.column_names])
     lengths = [len(x) for x in ds["input_ids"]]
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
     if shuffle:
-        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed, group=group_by_length)
+        sampler = LengthGroupedBatchSampler(lengths, batch_size, seed=seed, group=group_by_length,
+                                            num_shards=num_shards, shard_index=shard_index)
     else:
         sampler = sorted_batches(lengths, batch_size)
     # Its own generator: iterating the loader then leaves the global RNG (dropout) untouched.

@@ -294,8 +294,9 @@ def run_lock(folder: str | os.PathLike, log: Callable[[str], None] = print) -> I
     """
     folder = Path(folder).resolve()
     key = str(folder)
-    if key in _HELD or fcntl is None:  # re-entrant; no fcntl (Windows): no cross-process lock
-        yield
+    launched_peer = int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    if key in _HELD or fcntl is None or launched_peer:  # re-entrant; no fcntl (Windows): no cross-process lock;
+        yield  # the other processes of one `accelerate launch` train the same run as its main process, which locks
         return
     folder.parent.mkdir(parents=True, exist_ok=True)
     with open(folder.with_name(f".{folder.name}.lock"), "a+") as fh:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -131,7 +132,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     custom = bool(changed) or a.train_rows is not None or a.eval_rows is not None
     # notebooks 04 and 05 reuse the default folder: keep it for the recipe exactly as written
     out = a.output if a.output is not None else S.run_dir("cli-finetune" if custom else FINETUNE_RUN)
-    log = lambda *m: print(*m, file=sys.stderr)  # noqa: E731  (stdout carries only the JSON result)
+    main_process = int(os.environ.get("RANK", "0")) == 0  # `accelerate launch`: the main process speaks
+    log = lambda *m: print(*m, file=sys.stderr) if main_process else None  # noqa: E731  (stdout: the JSON result)
     log(S.summary())
     dsd = load_sst2(S.data)
     tokenizer = load_tokenizer(S.model)
@@ -145,9 +147,7 @@ def cmd_train(a: argparse.Namespace) -> int:
         raise CLIError(f"{describe_mismatch(e.folder, e.differences)}; pass another --output to start a new run "
                        "there (or delete that folder).") from None
     best = res.best
-    from accelerate import PartialState
-
-    if not PartialState().is_main_process:  # `accelerate launch`: the main process prints the result
+    if not main_process:
         return 0
     print(json.dumps({"best_checkpoint": str(res.best_dir), "last_checkpoint": str(res.last_dir),
                       "best_epoch": best["epoch"], "eval_accuracy": best["eval_accuracy"],
