@@ -16,7 +16,16 @@ from tqdm import tqdm
 from transformers import get_linear_schedule_with_warmup
 
 from .batching import make_loader, sorted_batches, to_device
-from .checkpoints import event, load_training_state, load_weights, recover, run_lock, save_checkpoint, verify_manifest
+from .checkpoints import (
+    MARKER,
+    event,
+    load_training_state,
+    load_weights,
+    recover,
+    run_lock,
+    save_checkpoint,
+    verify_manifest,
+)
 from .hardware import autocast, bf16_autocast, describe, resolve_precision
 from .identity import check_identity, data_identity, model_identity, run_identity
 from .resume import DEFAULT_CHECKPOINT_MINUTES, HeldInterrupt, rng_state, set_rng_state
@@ -297,7 +306,10 @@ class _Run:
                     steps_per_epoch: int) -> dict:
         """Check the folder holds this run (IdentityError if not) and load `last/`; the resume state, or {}."""
         out, result = self.out, self.result
-        best, last = recover(out / "best"), recover(out / "last")
+        if self.accelerator.is_main_process:  # repairs and clean-up: by one process of a launch, the others wait
+            recover(out / "best"), recover(out / "last")
+        self.accelerator.wait_for_everyone()
+        best, last = (f if (f / MARKER).is_file() else None for f in (out / "best", out / "last"))
         if not resume:
             return {}  # training from scratch: last/ and best/ will be overwritten, as asked
         fix = f"delete {display_path(out)} to train again, or pass another output_dir (or resume=False)"
