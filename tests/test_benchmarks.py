@@ -86,3 +86,23 @@ def test_full_data_script_runs_a_tiny_recipe_with_mean_pooling(sst2_dir, monkeyp
     with torch.no_grad():
         by_hand = model.classifier(mean_pool(model.bert(input_ids=ids, attention_mask=mask).last_hidden_state, mask))
         assert torch.allclose(model(input_ids=ids, attention_mask=mask).logits, by_hand, atol=1e-6)
+
+
+def test_cpu_peak_follows_the_instruction_set(bench):
+    zen4 = ("vendor_id\t: AuthenticAMD\ncpu family\t: 25\ncpu MHz\t\t: 2600.000\n"
+            "flags\t\t: fma avx2 avx512f avx512_bf16\n")
+    peak = bench.cpu_peak_flops(1, zen4)
+    assert (peak["vector_bits"], peak["fp32_flop_per_cycle"], peak["bf16_flop_per_cycle"]) == (256, 32, 64)
+    assert peak["cores_used"] == 1
+    assert math.isclose(peak["peak_cores_used"]["bf16"], 64 * peak["clock_mhz"] * 1e6)
+    spr = "vendor_id\t: GenuineIntel\ncpu family\t: 6\ncpu MHz\t\t: 2000.000\nflags\t\t: fma avx2 avx512f amx_bf16\n"
+    peak = bench.cpu_peak_flops(None, spr)
+    assert (peak["vector_bits"], peak["fp32_flop_per_cycle"], peak["bf16_flop_per_cycle"]) == (512, 64, 1024)
+    avx2 = "vendor_id\t: GenuineIntel\ncpu family\t: 6\ncpu MHz\t\t: 3000.000\nflags\t\t: fma avx2\n"
+    peak = bench.cpu_peak_flops(1, avx2)
+    assert peak["fp32_flop_per_cycle"] == peak["bf16_flop_per_cycle"] == 32 and "no native" in peak["bf16_unit"]
+
+
+def test_training_flops_formula(bench):
+    # 6·N per token for the weight matmuls + 12·layers·d·L² for attention, per sequence
+    assert bench.training_flops(10, 2, 4, 3) == 6 * 10 * 3 + 12 * 2 * 4 * 9
