@@ -17,6 +17,7 @@ from llm_transfer.metrics import (
     has_negation,
     length_bucket,
     majority_baseline,
+    mcnemar,
     most_confident_errors,
     per_class_report,
 )
@@ -138,3 +139,21 @@ def test_cross_fit_temperature_is_out_of_fold():
 def test_fit_temperature_rejects_bad_shapes():
     with pytest.raises(ValueError):
         fit_temperature(np.zeros(5), np.zeros(5, dtype=int))
+
+
+def test_mcnemar_counts_disagreements_and_matches_the_binomial_by_hand():
+    from math import comb
+
+    y = np.array([1] * 20)
+    a = np.array([1] * 12 + [0] * 8)          # A right on 12
+    b = np.array([1] * 4 + [0] * 8 + [1] * 3 + [0] * 5)  # both right on 4, only A on 8, only B on 3, neither 5
+    r = mcnemar(y, a, b)
+    assert (r["both"], r["a_only"], r["b_only"], r["neither"], r["n"]) == (4, 8, 3, 5, 20)
+    by_hand = min(1.0, 2 * sum(comb(11, k) for k in range(0, 4)) / 2 ** 11)  # two-sided: 2 x P(X <= 3), X~B(11, .5)
+    assert r["p_value"] == pytest.approx(by_hand, rel=1e-12)
+    assert mcnemar(y, b, a)["p_value"] == pytest.approx(r["p_value"])  # symmetric
+    assert mcnemar(y, a, a)["p_value"] == 1.0  # no disagreement: no evidence
+    far = mcnemar(np.ones(200), np.ones(200), np.r_[np.ones(150), np.zeros(50)])
+    assert far["p_value"] < 1e-12  # 50 rows only A gets right, none only B: not chance
+    with pytest.raises(ValueError, match="equal non-zero lengths"):
+        mcnemar([1, 0], [1], [0, 1])

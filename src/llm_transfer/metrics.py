@@ -32,6 +32,25 @@ def bootstrap_ci(y_true: Sequence[int], y_pred: Sequence[int], n_resamples: int 
             "n_resamples": n_resamples}
 
 
+def mcnemar(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int]) -> dict:
+    """McNemar's exact test of two classifiers on the same rows: do they differ more than chance would make them?
+
+    Only the rows where exactly one of them is right count: b (A right, B wrong) and c (A wrong, B right). Under
+    "equally accurate", each such row is a fair coin, so the two-sided p-value is scipy's exact binomial test of b
+    successes in b + c draws with p = 1/2.
+    """
+    from scipy.stats import binomtest
+
+    y, a, b_ = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+    if not len(y) == len(a) == len(b_) or len(y) == 0:
+        raise ValueError(f"mcnemar needs three equal non-zero lengths, got {len(y)}, {len(a)}, {len(b_)}.")
+    right_a, right_b = a == y, b_ == y
+    b, c = int((right_a & ~right_b).sum()), int((~right_a & right_b).sum())
+    p = 1.0 if b + c == 0 else float(binomtest(b, b + c, 0.5).pvalue)
+    both, neither = int((right_a & right_b).sum()), int((~right_a & ~right_b).sum())
+    return {"a_only": b, "b_only": c, "both": both, "neither": neither, "p_value": p, "n": int(len(y))}
+
+
 def per_class_report(y_true: Sequence[int], y_pred: Sequence[int], names: Sequence[str]) -> dict[str, dict]:
     """Precision, recall, F1 and support per class name (scikit-learn's precision_recall_fscore_support)."""
     p, r, f, s = precision_recall_fscore_support(y_true, y_pred, labels=list(range(len(names))),
