@@ -44,7 +44,7 @@ def use_mean_pooling(model) -> None:
 
 
 # Named recipes: flag defaults that a command line may still override.
-RECIPES = {"mpnet": {"model": "mpnet", "epochs": 2, "lr": 3e-5, "warmup": 0.1}}
+RECIPES = {"mpnet": {"model": "mpnet", "epochs": 1, "lr": 3e-5, "warmup": 0.1}}
 
 
 def main(argv: list[str] | None = None) -> dict:

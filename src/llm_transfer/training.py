@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import math
+import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -179,7 +180,10 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
     # Accelerate keeps one state per process and refuses a second Accelerator with another precision or device.
     # So the Accelerator is asked for neither: it handles processes (DDP, gradient sync, the main process) while
     # this run's device and precision (autocast, fp16 loss scaling) are applied here, call by call.
-    accelerator = Accelerator(device_placement=False)
+    # Launched as several processes (torchrun / `accelerate launch --multi_gpu`) on a machine without a GPU, the
+    # processes train on CPUs, talking over gloo: Accelerate only does that when asked for the CPU.
+    launched_on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    accelerator = Accelerator(device_placement=False, cpu=launched_on_cpu)
     procs = accelerator.num_processes
     if not accelerator.is_main_process:  # several processes: one of them speaks
         log = _quiet
