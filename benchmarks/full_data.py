@@ -43,8 +43,14 @@ def use_mean_pooling(model) -> None:
     model.forward = types.MethodType(forward, model)
 
 
-# Named recipes: flag defaults that a command line may still override.
-RECIPES = {"mpnet": {"model": "mpnet", "epochs": 1, "lr": 3e-5, "warmup": 0.1}}
+def named_recipe(model: str) -> dict:
+    """Flag defaults of the series' full-mode recipe for `model` (recipes.sst2_recipe), e.g. MPNet's."""
+    cfg, rows = sst2_recipe(get_settings(mode="full", model=model))
+    return {"model": model, "train_rows": rows, "epochs": cfg.epochs, "lr": cfg.lr, "warmup": cfg.warmup_ratio,
+            "batch_size": cfg.batch_size, "max_length": cfg.max_length}
+
+
+RECIPES = {"mpnet": "mpnet"}  # --recipe NAME: the series' full-mode recipe of that model (explicit flags override)
 
 
 def main(argv: list[str] | None = None) -> dict:
@@ -66,7 +72,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--seed", type=int, default=S.seed)
     a, _ = p.parse_known_args(argv)
     if a.recipe:
-        p.set_defaults(**RECIPES[a.recipe])
+        p.set_defaults(**named_recipe(RECIPES[a.recipe]))
     a = p.parse_args(argv)
     quiet_libraries()
     tokenizer = load_tokenizer(a.model)

@@ -117,7 +117,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     from .data import load_sst2, subsample, tokenize
     from .identity import IdentityError, describe_mismatch
     from .models import load_classifier, load_tokenizer
-    from .recipes import FINETUNE_RUN, sst2_recipe
+    from .recipes import finetune_run, sst2_recipe
     from .settings import get_settings, quiet_libraries, seed_everything
     from .training import fine_tune
 
@@ -131,7 +131,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     rows = a.train_rows or rows
     custom = bool(changed) or a.train_rows is not None or a.eval_rows is not None
     # notebooks 04 and 05 reuse the default folder: keep it for the recipe exactly as written
-    out = a.output if a.output is not None else S.run_dir("cli-finetune" if custom else FINETUNE_RUN)
+    out = a.output if a.output is not None else S.run_dir("cli-finetune" if custom else finetune_run(S))
     main_process = int(os.environ.get("RANK", "0")) == 0  # `accelerate launch`: the main process speaks
     log = lambda *m: print(*m, file=sys.stderr) if main_process else None  # noqa: E731  (stdout: the JSON result)
     log(S.summary())
