@@ -7,6 +7,7 @@ import matplotlib
 matplotlib.use("Agg")
 
 import numpy as np  # noqa: E402
+import pytest  # noqa: E402
 
 from llm_transfer import plots  # noqa: E402
 
@@ -33,3 +34,16 @@ def test_finish_keeps_the_default_title_size_unless_asked():
     small = plots.plot_learning_curve([10, 100], {"pretrained": [0.6, 0.8]}).axes[0]
     assert default.title.get_fontsize() > small.title.get_fontsize() == 10
     assert default.get_legend() is not None and default.get_xlabel() == "λ (scale of δ)"
+
+
+def test_paired_comparison_shows_both_intervals_and_the_table():
+    cis = {"A": {"value": 0.8, "low": 0.75, "high": 0.85}, "B": {"value": 0.9, "low": 0.86, "high": 0.94}}
+    counts = {"both": 70, "a_only": 10, "b_only": 20, "neither": 0}
+    fig = plots.plot_paired_comparison(cis, counts)
+    a1, a2 = fig.axes[:2]
+    assert [t.get_text() for t in a1.get_xticklabels()] == ["A", "B"]
+    texts = sorted(t.get_text() for t in a2.texts)
+    assert texts == ["0", "10", "20", "70"]
+    assert a2.images[0].get_array()[0, 1] == 10 and a2.images[0].get_array()[1, 0] == 20  # A only / B only
+    with pytest.raises(ValueError, match="two models"):
+        plots.plot_paired_comparison({"A": cis["A"]}, counts)

@@ -266,3 +266,29 @@ def plot_attention(panels: dict[str, np.ndarray], tokens: Sequence[str], title: 
     fig.colorbar(im, ax=axes[0].tolist(), shrink=0.8)
     fig.suptitle(title, fontsize=10)
     return fig
+
+
+def plot_paired_comparison(cis: dict[str, dict], counts: dict[str, int], title: str = "Two models, the same rows"):
+    """Accuracy with its bootstrap interval per model, and the 2 x 2 table of who is right on each row (McNemar)."""
+    names = list(cis)
+    if len(names) != 2:
+        raise ValueError(f"plot_paired_comparison compares two models, got {len(names)}: {names}")
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(FIGSIZE[0] * 1.5, FIGSIZE[1]))
+    for i, name in enumerate(names):
+        ci = cis[name]
+        a1.errorbar([i], [ci["value"]], yerr=[[ci["value"] - ci["low"]], [ci["high"] - ci["value"]]], fmt="o",
+                    capsize=6, color=f"C{i}", label=f"{name}: {ci['value']:.4f} [{ci['low']:.4f}, {ci['high']:.4f}]")
+    a1.set_xticks(range(2), names)
+    a1.set_xlim(-0.6, 1.6)
+    a1.set_ylabel("dev accuracy (95 % bootstrap interval)")
+    a1.legend(fontsize=8, loc="lower center")
+    grid = np.array([[counts["both"], counts["a_only"]], [counts["b_only"], counts["neither"]]])
+    a2.imshow(grid, cmap="Blues")
+    for (r, c), v in np.ndenumerate(grid):
+        a2.text(c, r, f"{v:,}", ha="center", va="center", color="white" if v > grid.max() / 2 else "black")
+    a2.set_xticks(range(2), [f"{names[1]} right", f"{names[1]} wrong"])
+    a2.set_yticks(range(2), [f"{names[0]} right", f"{names[0]} wrong"])
+    a2.set_title("rows by who is right (off-diagonal: McNemar)", fontsize=10)
+    fig.suptitle(title)
+    fig.tight_layout()
+    return fig
