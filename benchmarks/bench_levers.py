@@ -86,6 +86,9 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--steps", type=int, default=24, help="timed steps per configuration (after 3 warm-up steps)")
     p.add_argument("--configs", nargs="+", default=["base", "freeze_emb", "lazy_emb", "keep_grads", "b64",
                                                     "b64_freeze"], choices=list(CONFIGS))
+    p.add_argument("--profile", action="store_true",
+                   help="also profile the first configuration's timed steps by operator (torch.profiler): "
+                        "the share of CPU time in matrix multiplies")
     args = p.parse_args(argv)
 
     import torch
@@ -178,7 +181,16 @@ def main(argv: list[str] | None = None) -> dict:
         return t, len(rows), batch["attention_mask"].numel()
 
     collate_ms = {"tokenizer.pad": [], "tensor": []}
+    profile = None
     for i in range(args.steps + 3):
+        if args.profile and i == 3:
+            from torch.profiler import ProfilerActivity
+            from torch.profiler import profile as torch_profile
+
+            profile = torch_profile(activities=[ProfilerActivity.CPU])
+            profile.__enter__()
+        if profile is not None and i == args.steps + 2:  # the profiled run: configuration 1, steps 3 .. end-1
+            profile.__exit__(None, None, None)
         for run in runs.values():
             t, n, real = step(run, i)
             if i >= 3:
@@ -213,6 +225,25 @@ def main(argv: list[str] | None = None) -> dict:
     print("collation, ms per batch of 32: " + ", ".join(f"{k} {statistics.fmean(v):.2f}"
                                                       for k, v in collate_ms.items()))
     out["collate_ms"] = {k: statistics.fmean(v) for k, v in collate_ms.items()}
+    if profile is not None:
+        # the profile covers every configuration's steps 3 .. steps+1 (they take turns): report the share
+        ops = sorted(profile.key_averages(), key=lambda e: -e.self_cpu_time_total)
+        total = sum(e.self_cpu_time_total for e in ops)
+        print(f"\nCPU time by operator over steps 3-{args.steps + 1} of {', '.join(args.configs)} "
+              "(self time, share of all operators):")
+        for e in ops[:12]:
+            print(f"  {e.key:<40} {100 * e.self_cpu_time_total / total:5.1f} %  ({e.count} calls)")
+        mm = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm", "aten::bmm"))
+        print(f"matrix multiplies (aten::mm, addmm, bmm): {100 * mm / total:.1f} % of operator CPU time")
+        out["matmul_share"] = mm / total
+        if len(runs) == 1:  # weight matmuls: 6 FLOPs per non-embedding parameter and processed token
+            run = next(iter(runs.values()))
+            n_params = sum(q.numel() for name, q in run["model"].named_parameters() if ".embeddings." not in name)
+            flops = 6 * n_params * sum(run["tokens"][:args.steps - 1])
+            lin = sum(e.self_cpu_time_total for e in ops if e.key in ("aten::mm", "aten::addmm")) / 1e6
+            print(f"weight matmuls (aten::mm + addmm): {flops / lin / 1e9:.0f} GFLOP/s "
+                  f"(6 × {n_params / 1e6:.2f} M parameters × processed tokens / their CPU time)")
+            out["weight_matmul_flops_per_second"] = flops / lin
     return out
 
 
