@@ -290,6 +290,7 @@ def _train_worker(spec: dict) -> dict:
             "examples_per_cpu_second": examples / cpu_seconds, "dev_accuracy": ev["accuracy"],
             "loop_cpu_seconds": loop_cpu_seconds, "examples_per_loop_cpu_second": examples / loop_cpu_seconds,
             "model_flops_per_second": counter.model_flops / seconds,
+            "model_flops_per_cpu_second": counter.model_flops / loop_cpu_seconds,
             "dev_rows": ev["n"],
             **counter.result(), "peak_rss_mb": _peak_rss_mb(), "torch_threads": torch.get_num_threads()}
 
@@ -356,7 +357,9 @@ def _infer_worker(spec: dict) -> dict:
 
 
 def _gemm_worker(spec: dict) -> dict:
-    """The achievable matmul rate on this machine: best of 3 square 2048³ matmuls, bf16 and fp32, same threads."""
+    """The achievable matmul rate on this machine: best of 3 square 2048³ matmuls, bf16 and fp32, same threads;
+    per wall second and per CPU-second of the process (the rate of the cores while they run: steadier on a shared
+    machine, and with one thread the rate of one core)."""
     import torch
 
     if spec["threads"]:
@@ -365,12 +368,13 @@ def _gemm_worker(spec: dict) -> dict:
     for dtype in (torch.bfloat16, torch.float32):
         a, b = torch.randn(2048, 2048).to(dtype), torch.randn(2048, 2048).to(dtype)
         a @ b  # warm-up
-        best = float("inf")
+        best, best_cpu = float("inf"), float("inf")
         for _ in range(3):
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             a @ b
-            best = min(best, time.perf_counter() - t0)
+            best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
         out[str(dtype).removeprefix("torch.")] = 2 * 2048 ** 3 / best
+        out[str(dtype).removeprefix("torch.") + "_per_cpu_second"] = 2 * 2048 ** 3 / best_cpu
     return out
 
 
@@ -501,7 +505,9 @@ def summarize(runs: list[dict], methods: list[str]) -> dict:
                   "dev_accuracy": _mean([r["dev_accuracy"] for r in rs]),
                   "dev_accuracies": [r["dev_accuracy"] for r in rs],
                   "train_seconds": _mean([r["train_seconds"] for r in rs]), "seeds": [r["seed"] for r in rs],
-                  "model_flops_per_second": _mean([r.get("model_flops_per_second", float("nan")) for r in rs])}
+                  "model_flops_per_second": _mean([r.get("model_flops_per_second", float("nan")) for r in rs]),
+                  "model_flops_per_cpu_second": _mean([r.get("model_flops_per_cpu_second", float("nan"))
+                                                       for r in rs])}
     ratios = {}
     peer = strongest_peer(per)
     if peer is not None:  # every project variant against Trainer at its best in this run
@@ -582,18 +588,23 @@ def to_markdown(report: dict) -> str:
         lines.append(
             f"- **Hardware limit**: peak {_flops(peak['peak_cores_used']['bf16'])} bf16 / "
             f"{_flops(peak['peak_cores_used']['fp32'])} fp32 for the {peak['cores_used']} core(s) the torch "
-            f"threads can use ({peak['assumption']}); measured 2048³ matmul on the same threads: "
-            f"{_flops(gemm.get('bfloat16', float('nan')))} bf16, {_flops(gemm.get('float32', float('nan')))} fp32")
+            f"threads can use ({peak['assumption']}); measured 2048³ matmul on the same threads (best of before and "
+            f"after training): {_flops(gemm.get('bfloat16', float('nan')))} bf16, "
+            f"{_flops(gemm.get('float32', float('nan')))} fp32 per wall second; per CPU-second "
+            f"{_flops(gemm.get('bfloat16_per_cpu_second', float('nan')))} bf16, "
+            f"{_flops(gemm.get('float32_per_cpu_second', float('nan')))} fp32")
     lines += [
         "- **examples per CPU-s**: training rows / process CPU seconds from the first training forward to the end "
         "of the training call (setup excluded); steadier than examples/s when other jobs share the CPU",
         "- **Model FLOPs** = 6 · N · L + 12 · layers · d · L² per training sequence of L real tokens (N = "
         f"{report['runs'][0].get('non_embedding_parameters', 0) / 1e6:.2f} M non-embedding parameters, "
-        "padding not counted), over the training seconds",
+        "padding not counted), per CPU-second of the training loop (with one thread: the rate of the core while it "
+        "runs; per wall second in the JSON, `model_flops_per_second`)",
         "", "## Fine-tuning", "",
         f"Strongest peer in this run: **{LABELS.get(peer, peer)}** (the fastest `Trainer` configuration).", "",
         "| method | examples/s | × strongest peer | × Trainer default | examples per CPU-s (× peer) | real tokens "
-        "| model FLOP/s (% of bf16 peak / of matmul) | peak RSS (MiB) | dev accuracy (mean) | per seed |",
+        "| model FLOP per CPU-s (% of a core's bf16 peak / of its matmul rate) | peak RSS (MiB) "
+        "| dev accuracy (mean) | per seed |",
         "|---|---:|---:|---:|---:|---:|---:|---:|---:|---|",
     ]
     base = s["methods"].get("trainer", {}).get("examples_per_second")
@@ -604,9 +615,9 @@ def to_markdown(report: dict) -> str:
         vs_peer = f"**{v['examples_per_second'] / top:.2f}×**" if top else "–"
         seeds = ", ".join(f"{x:.3f}" for x in v["dev_accuracies"])
         cpu = v["examples_per_loop_cpu_second"]
-        fl = v.get("model_flops_per_second", float("nan"))
-        pk = peak.get("peak_cores_used", {}).get("bf16", float("nan")) if peak else float("nan")
-        mm = gemm.get("bfloat16", float("nan"))
+        fl = v.get("model_flops_per_cpu_second", float("nan"))
+        pk = peak.get("peak_per_core", {}).get("bf16", float("nan")) if peak else float("nan")
+        mm = gemm.get("bfloat16_per_cpu_second", float("nan"))
         flops = f"{fl / 1e9:.1f} G ({100 * fl / pk:.0f} % / {100 * fl / mm:.0f} %)" if fl == fl else "–"
         lines.append(f"| {LABELS[m]} | {v['examples_per_second']:.1f} ± {v['examples_per_second_sd']:.1f} "
                      f"| {vs_peer} | {ratio} | {cpu:.1f} ({cpu / top_cpu:.2f}×) | {100 * v['real_fraction']:.1f} % "
@@ -691,6 +702,7 @@ def main(argv: list[str] | None = None, log=print) -> dict:
     with tempfile.TemporaryDirectory(prefix="bench-finetune-") as tmpdir:
         tmp = Path(tmpdir)
         ckpt = tmp / "checkpoint"
+        gemm = _spawn({**base, "kind": "gemm"}, tmp)  # before and after training: the better of the two is kept
         for seed in args.seeds:  # interleaved: every method once per seed, so background load hits all alike
             for method in args.methods:
                 save = not args.no_inference and not ckpt.exists() and method == args.methods[0]
@@ -706,7 +718,8 @@ def main(argv: list[str] | None = None, log=print) -> dict:
                     f"{100 * r['real_fraction']:5.1f} % "
                     f"| dev acc {r['dev_accuracy']:.4f} | peak {r['peak_rss_mb']:.0f} MiB | "
                     f"{r['wall_seconds']:.0f} s wall | load {os.getloadavg()[0]:.1f}")
-        gemm = _spawn({**base, "kind": "gemm"}, tmp)
+        after = _spawn({**base, "kind": "gemm"}, tmp)
+        gemm = {k: max(v, after[k]) if isinstance(v, float) else v for k, v in gemm.items()}
         if not args.no_inference:
             inference = _spawn({**base, "kind": "infer", "checkpoint": str(ckpt),
                                 "inference_levers": args.inference_levers}, tmp)
