@@ -26,6 +26,19 @@ CFG = TrainConfig(epochs=2, batch_size=8, lr=3e-3, max_length=32, mixed_precisio
 STEPS = 6
 
 
+@pytest.fixture(scope="module", autouse=True)
+def one_thread():
+    """One torch thread for the whole module: bit-identical resumes compare runs made with the same thread count.
+
+    The kill test forks: a child of a process whose OpenMP pool already ran gets other threads than its parent, and
+    float sums split over another number of threads round differently (the default of 2 threads failed that way).
+    """
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
 @pytest.fixture(scope="module")
 def rows(sst2, tokenizer):
     """48 training and 16 dev rows, tokenized (and 48 other training rows, 16 other dev rows)."""
