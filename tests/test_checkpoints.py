@@ -128,10 +128,15 @@ def test_interrupt_saves_a_resumable_checkpoint_and_says_how_to_continue(rows, t
     out = tmp_path / "run"
     hooks(lambda e: os.kill(os.getpid(), signal.SIGINT) if e == "backward 1.3" else None)  # "interrupt kernel"
     logs: list[str] = []
-    with pytest.raises(KeyboardInterrupt):
-        train(tiny_bert(0), tokenizer, rows, out, logs=logs)
+    # SIGINT as in a terminal or a Jupyter kernel (a test run started in the background inherits "ignore SIGINT")
+    before = signal.signal(signal.SIGINT, signal.default_int_handler)
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            train(tiny_bert(0), tokenizer, rows, out, logs=logs)
+        assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
+    finally:
+        signal.signal(signal.SIGINT, before)
     hooks(None)
-    assert signal.getsignal(signal.SIGINT) is signal.default_int_handler  # the handler is put back
     assert logs[-1].startswith("interrupted at epoch 1/2, step 3/6: saved a resumable checkpoint in ")
     assert "run the same cell or command again to continue" in logs[-1] and str(tmp_path) not in logs[-1]
     assert json.loads((out / "last" / "training_state.json").read_text())["step"] == 3  # the step was finished
@@ -362,3 +367,16 @@ def test_runs_killed_at_five_moments_resume_to_the_uninterrupted_weights(rows, t
     assert same_weights(out / "last", ref_dir / "last") and same_history(out / "last", ref_dir / "last")
     assert same_weights(out / "best", ref_dir / "best")
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == ["best", "last"]
+
+
+def test_an_ignored_sigint_stays_ignored(rows, tokenizer, tiny_bert, tmp_path):
+    """A process started to ignore SIGINT (nohup, a background job) is not made interruptible by training."""
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        seen = []
+        checkpoints.set_event_hook(lambda e: seen.append(signal.getsignal(signal.SIGINT)) if e == "step 1.1" else None)
+        train(tiny_bert(0), tokenizer, rows, tmp_path / "run", cfg=TrainConfig(**{**CFG.__dict__, "epochs": 1}))
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+    finally:
+        checkpoints.set_event_hook(None)
+        signal.signal(signal.SIGINT, before)

@@ -58,7 +58,9 @@ class HeldInterrupt:
         self.requested = True
 
     def __enter__(self) -> HeldInterrupt:
-        if threading.current_thread() is threading.main_thread():
+        # a process told to ignore SIGINT (a job started in the background, `nohup`) keeps ignoring it
+        if threading.current_thread() is threading.main_thread() and \
+                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
             self._previous = signal.signal(signal.SIGINT, self._handler)
             self._installed = True
         return self
