@@ -83,3 +83,14 @@ def test_accelerate_launch_two_cpu_processes_matches_one(tmp_path, capsys):
         assert abs(h2["eval_loss"] - h1["eval_loss"]) < 0.01, (h2["eval_loss"], h1["eval_loss"])
         assert abs(h2["eval_accuracy"] - h1["eval_accuracy"]) <= 2 / 64, (h2["eval_accuracy"], h1["eval_accuracy"])
     assert abs(results[0]["eval_accuracy"] - single["eval_accuracy"]) <= 2 / 64
+
+
+def test_launch_reads_torchruns_environment(monkeypatch):
+    from llm_transfer.hardware import launch
+
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    monkeypatch.delenv("RANK", raising=False)
+    assert launch() == (1, 0)
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    assert launch() == (2, 1)

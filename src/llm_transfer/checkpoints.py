@@ -20,6 +20,7 @@ import torch
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
+from .hardware import launch
 from .models import ModelError
 from .settings import display_path
 
@@ -294,7 +295,7 @@ def run_lock(folder: str | os.PathLike, log: Callable[[str], None] = print) -> I
     """
     folder = Path(folder).resolve()
     key = str(folder)
-    launched_peer = int(os.environ.get("WORLD_SIZE", "1")) > 1 and int(os.environ.get("RANK", "0")) != 0
+    launched_peer = launch()[1] != 0
     if key in _HELD or fcntl is None or launched_peer:  # re-entrant; no fcntl (Windows): no cross-process lock;
         yield  # the other processes of one `accelerate launch` train the same run as its main process, which locks
         return

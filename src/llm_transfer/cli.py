@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Sequence
 from dataclasses import replace
@@ -132,7 +131,7 @@ def cmd_train(a: argparse.Namespace) -> int:
     custom = bool(changed) or a.train_rows is not None or a.eval_rows is not None
     # notebooks 04 and 05 reuse the default folder: keep it for the recipe exactly as written
     out = a.output if a.output is not None else S.run_dir("cli-finetune" if custom else finetune_run(S))
-    main_process = int(os.environ.get("RANK", "0")) == 0  # `accelerate launch`: the main process speaks
+    main_process = hardware.launch()[1] == 0  # `accelerate launch`: the main process speaks
     log = lambda *m: print(*m, file=sys.stderr) if main_process else None  # noqa: E731  (stdout: the JSON result)
     log(S.summary())
     dsd = load_sst2(S.data)

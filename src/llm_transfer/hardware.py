@@ -89,6 +89,11 @@ def bf16_autocast(device: str | torch.device, bf16: bool | None = None):
     return autocast(device, "bf16" if on else "no")
 
 
+def launch() -> tuple[int, int]:
+    """(processes, this rank) of a torchrun / `accelerate launch` start, read from its environment; (1, 0) alone."""
+    return int(os.environ.get("WORLD_SIZE", "1")), int(os.environ.get("RANK", "0"))
+
+
 def set_threads(threads: int | None) -> int:
     """Use `threads` PyTorch threads (None: leave PyTorch's default); returns the number in use."""
     if threads is not None:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import time
 from dataclasses import asdict, dataclass, field
@@ -27,7 +26,7 @@ from .checkpoints import (
     save_checkpoint,
     verify_manifest,
 )
-from .hardware import autocast, bf16_autocast, describe, resolve_precision
+from .hardware import autocast, bf16_autocast, describe, launch, resolve_precision
 from .identity import check_identity, data_identity, model_identity, run_identity
 from .resume import DEFAULT_CHECKPOINT_MINUTES, HeldInterrupt, rng_state, set_rng_state
 from .settings import display_path
@@ -182,7 +181,7 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
     # this run's device and precision (autocast, fp16 loss scaling) are applied here, call by call.
     # Launched as several processes (torchrun / `accelerate launch --multi_gpu`) on a machine without a GPU, the
     # processes train on CPUs, talking over gloo: Accelerate only does that when asked for the CPU.
-    launched_on_cpu = int(os.environ.get("WORLD_SIZE", "1")) > 1 and not torch.cuda.is_available()
+    launched_on_cpu = launch()[0] > 1 and not torch.cuda.is_available()
     accelerator = Accelerator(device_placement=False, cpu=launched_on_cpu)
     procs = accelerator.num_processes
     if not accelerator.is_main_process:  # several processes: one of them speaks
