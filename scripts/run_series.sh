@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # Install (scripts/install.sh) and run the whole series headless, in order.
 #   bash scripts/run_series.sh quick   -> executed copies in artifacts/executed/ (minutes)
-#   bash scripts/run_series.sh full    -> notebooks/ rewritten in place with full-mode outputs (hours on 2 CPU cores)
+#   bash scripts/run_series.sh full    -> notebooks/ rewritten in place with full-mode outputs (about 80 min on 2 idle CPU cores)
 # Optional: a list of notebook numbers after the mode, e.g. `bash scripts/run_series.sh full 04 05`.
 set -euo pipefail
 cd "$(dirname "$0")/.."
