@@ -13,7 +13,7 @@ from llm_transfer.batching import LengthGroupedBatchSampler, padding_stats
 from llm_transfer.checkpoints import CheckpointError, atomic_dir, load_checkpoint, recover, save_checkpoint
 from llm_transfer.data import subsample, tokenize
 from llm_transfer.settings import display_path
-from llm_transfer.training import TrainConfig, evaluate, fine_tune, predict_proba
+from llm_transfer.training import TrainConfig, epoch_line, evaluate, fine_tune, predict_proba
 
 QUIET = {"log": lambda *a: None}
 
@@ -131,6 +131,18 @@ def test_checkpoint_reload_and_resume_match_an_uninterrupted_run(small, tokenize
         fine_tune(tiny_bert(0), tokenizer, train, dev, other, output_dir=tmp_path / "a", **QUIET)
     assert "batch_size: 16 there, 8 now" in str(err.value) and "lr:" not in str(err.value)  # only what changed
     assert f"delete {display_path(tmp_path / 'a')}" in str(err.value) and "\n" not in str(err.value)
+
+
+def test_a_reused_finished_run_prints_the_epoch_lines_it_logged(small, tokenizer, tiny_bert, tmp_path):
+    """Notebook 04 prints a reused run's epochs with epoch_line: the very lines the run logged while training."""
+    train, dev = small[0].select(range(32)), small[1]
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, seed=0)
+    logged: list[str] = []
+    fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "run", log=logged.append)
+    again = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "run", **QUIET)
+    assert again.resumed_from_epoch == 2
+    assert [epoch_line(h, cfg.epochs) for h in again.history] == [m for m in logged if m.startswith("epoch ")]
+    assert len(again.history) == 2 and epoch_line(again.history[0], 2).startswith("epoch 1/2: train loss ")
 
 
 def test_interrupted_save_leaves_the_old_checkpoint_intact(tmp_path, tiny_bert, tokenizer):

@@ -73,6 +73,12 @@ class FineTuneResult:
         return self.examples_seen / self.train_seconds if self.train_seconds else float("nan")
 
 
+def epoch_line(rec: dict, epochs: int) -> str:
+    """One history record as the line `fine_tune` logs after each epoch."""
+    return (f"epoch {rec['epoch']}/{epochs}: train loss {rec['train_loss']:.4f} | dev acc {rec['eval_accuracy']:.4f} "
+            f"| dev loss {rec['eval_loss']:.4f} | {rec['examples_per_second']:.0f} ex/s | {rec['train_seconds']:.0f} s")
+
+
 def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
     """AdamW with no weight decay on biases and LayerNorm weights (the BERT recipe)."""
     decay, no_decay = [], []
@@ -279,8 +285,7 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
                    "eval_loss": ev["loss"], "train_seconds": dt, "examples_per_second": rows / dt,
                    "train_rows_seen": rows, "processes": procs, "hardware": machine, "precision": precision}
             result.history.append(rec)
-            log(f"epoch {epoch + 1}/{cfg.epochs}: train loss {rec['train_loss']:.4f} | dev acc {ev['accuracy']:.4f} "
-                f"| dev loss {ev['loss']:.4f} | {rec['examples_per_second']:.0f} ex/s | {dt:.0f} s")
+            log(epoch_line(rec, cfg.epochs))
             if run.out is not None:
                 if rec is result.best:
                     run.save_best(model)
