@@ -34,6 +34,21 @@ def test_stray_quotes_are_kept(tmp_path):
     assert dsd["test"]["idx"][:] == [0, 1]
 
 
+def test_a_utf8_byte_order_mark_is_accepted(tmp_path):
+    """GLUE's MRPC files and spreadsheet exports start with a BOM (bug: "header is '\\ufeffsentence\\tlabel'")."""
+    for sub in ("plain", "bom", "bad"):
+        (tmp_path / sub).mkdir()
+    plain = load_glue_folder(make_folder(tmp_path / "plain"))
+    bom = load_glue_folder(make_folder(tmp_path / "bom", **{k: "\ufeff" + v for k, v in GOOD.items()}))
+    assert (tmp_path / "bom" / "dev.tsv").read_bytes().startswith(b"\xef\xbb\xbf")
+    for split in plain:
+        assert bom[split].to_dict() == plain[split].to_dict()
+    assert "\ufeff" not in bom["train"][0]["sentence"]
+    with pytest.raises(DataError, match="line 2: bytes that are not UTF-8"):  # still checked after the mark
+        read_glue_tsv(make_folder(tmp_path / "bad", **{"dev.tsv": b"\xef\xbb\xbfsentence\tlabel\ncaf\xe9\t1\n"})
+                      / "dev.tsv", "validation")
+
+
 @pytest.mark.parametrize(
     "name, text, needle",
     [

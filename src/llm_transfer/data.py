@@ -45,7 +45,10 @@ def empty_sentence(where: str, unit: str) -> str:
 
 
 def read_glue_tsv(path: str | os.PathLike, split: str) -> Dataset:
-    """Read one GLUE SST-2 TSV file (quoting off), checking every line; raise DataError on the first bad one."""
+    """Read one GLUE SST-2 TSV file (quoting off, a UTF-8 byte-order mark allowed), checking every line.
+
+    Raises DataError on the first bad line.
+    """
     path = Path(path)
     if split not in GLUE_FILES:
         raise ValueError(f"split must be one of {list(GLUE_FILES)}, not {split!r}")
@@ -57,8 +60,8 @@ def read_glue_tsv(path: str | os.PathLike, split: str) -> Dataset:
     idxs: list[int] = []
     with path.open("rb") as fh:
         for lineno, raw in enumerate(fh, start=1):
-            try:
-                line = raw.decode("utf-8")
+            try:  # a UTF-8 byte-order mark before the header (GLUE's MRPC files, spreadsheets) is dropped
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
             except UnicodeDecodeError as e:
                 raise DataError(
                     f"{path}, line {lineno}: bytes that are not UTF-8 ({e.reason} at byte {e.start}); "
