@@ -99,3 +99,159 @@ def most_confident_errors(texts: Sequence[str], labels: Sequence[int], probs: np
     top = wrong[np.argsort(-probs[wrong, pred[wrong]], kind="stable")][:k]
     return [{"sentence": texts[i], "label": int(labels[i]), "predicted": int(pred[i]),
              "p_predicted": float(probs[i, pred[i]])} for i in top]
+
+
+# --- GLUE's and NER's metrics, written out by hand (tests check them against scikit-learn, scipy and seqeval) -----
+
+def _paired(y_true, y_pred, what: str, dtype=None) -> tuple[np.ndarray, np.ndarray]:
+    """Two 1-D arrays of equal, non-zero length; ValueError otherwise."""
+    a, b = np.asarray(y_true, dtype=dtype), np.asarray(y_pred, dtype=dtype)
+    if a.ndim != 1 or a.shape != b.shape or len(a) == 0:
+        raise ValueError(f"{what} needs two 1-D sequences of equal non-zero length, got shapes {a.shape}, {b.shape}.")
+    return a, b
+
+
+def accuracy(y_true: Sequence, y_pred: Sequence) -> float:
+    """The fraction of rows where the prediction equals the label."""
+    a, b = _paired(y_true, y_pred, "accuracy")
+    return float((a == b).mean())
+
+
+def binary_f1(y_true: Sequence[int], y_pred: Sequence[int], positive: int = 1) -> float:
+    """F1 of the positive class, 2TP / (2TP + FP + FN); 0 when there is no positive label or prediction."""
+    a, b = _paired(y_true, y_pred, "binary_f1")
+    tp = int(((a == positive) & (b == positive)).sum())
+    fp = int(((a != positive) & (b == positive)).sum())
+    fn = int(((a == positive) & (b != positive)).sum())
+    return 2 * tp / (2 * tp + fp + fn) if tp + fp + fn else 0.0
+
+
+def matthews_correlation(y_true: Sequence[int], y_pred: Sequence[int]) -> float:
+    """Matthews correlation coefficient (any number of classes), from the confusion matrix C.
+
+    With s rows, c = trace(C) correct, t_k = rows of true class k and p_k = rows predicted k:
+    MCC = (c s - sum_k p_k t_k) / sqrt((s^2 - sum_k p_k^2)(s^2 - sum_k t_k^2)); 0 when either factor is 0 (one
+    class predicted for every row, or one true class only), as scikit-learn returns.
+    """
+    a, b = _paired(y_true, y_pred, "matthews_correlation")
+    classes, codes = np.unique(np.concatenate([a, b]), return_inverse=True)
+    k, n = len(classes), len(a)
+    conf = np.bincount(codes[:n] * k + codes[n:], minlength=k * k).reshape(k, k).astype(np.float64)
+    t, p, c, s = conf.sum(axis=1), conf.sum(axis=0), np.trace(conf), float(n)
+    denominator = (s * s - p @ p) * (s * s - t @ t)
+    return float((c * s - p @ t) / np.sqrt(denominator)) if denominator > 0 else 0.0
+
+
+def pearson(x: Sequence[float], y: Sequence[float]) -> float:
+    """Pearson's correlation: the centred dot product over the product of the centred norms; NaN for a constant."""
+    a, b = _paired(x, y, "pearson", dtype=np.float64)
+    a, b = a - a.mean(), b - b.mean()
+    denominator = np.sqrt((a @ a) * (b @ b))
+    return float(np.clip(a @ b / denominator, -1.0, 1.0)) if denominator > 0 else float("nan")
+
+
+def average_ranks(x: Sequence[float]) -> np.ndarray:
+    """Ranks 1..n of the values, tied values sharing the mean of the ranks they span (scipy's 'average')."""
+    x = np.asarray(x)
+    order = np.argsort(x, kind="stable")
+    sorted_x = x[order]
+    starts = np.flatnonzero(np.r_[True, sorted_x[1:] != sorted_x[:-1]])  # first position of each run of ties
+    ends = np.r_[starts[1:], len(x)]
+    ranks = np.empty(len(x), dtype=np.float64)
+    for s, e in zip(starts, ends, strict=True):
+        ranks[order[s:e]] = (s + 1 + e) / 2  # mean of the 1-based ranks s+1 .. e
+    return ranks
+
+
+def spearman(x: Sequence[float], y: Sequence[float]) -> float:
+    """Spearman's rank correlation: Pearson's correlation of the average ranks (ties share their mean rank)."""
+    a, b = _paired(x, y, "spearman", dtype=np.float64)
+    return pearson(average_ranks(a), average_ranks(b))
+
+
+def _tag_parts(tag: str) -> tuple[str, str]:
+    """('B' | 'I' | 'O', entity type) of an IOB2 tag; ValueError for anything else."""
+    if tag == "O":
+        return "O", ""
+    prefix, _, kind = tag.partition("-")
+    if prefix not in ("B", "I") or not kind:
+        raise ValueError(f"tag {tag!r} is not IOB2 (O, B-TYPE or I-TYPE).")
+    return prefix, kind
+
+
+def entity_spans(tags: Sequence[str]) -> list[tuple[str, int, int]]:
+    """The entities (type, first, last token) of one sentence's IOB2 tags, as seqeval finds them in its default mode.
+
+    B-X starts an entity; I-X continues the entity before it only when that one is of type X; an I-X after O or after
+    an entity of another type starts a new entity (seqeval does not drop it); O ends the entity before it.
+    """
+    spans: list[tuple[str, int, int]] = []
+    open_kind, start = "", 0
+    for i, tag in enumerate(tags):
+        prefix, kind = _tag_parts(tag)
+        if open_kind and (prefix != "I" or kind != open_kind):
+            spans.append((open_kind, start, i - 1))
+            open_kind = ""
+        if prefix == "B" or (prefix == "I" and not open_kind):
+            open_kind, start = kind, i
+    if open_kind:
+        spans.append((open_kind, start, len(tags) - 1))
+    return spans
+
+
+def _prf(correct: int, n_pred: int, n_true: int) -> dict:
+    """Precision, recall and F1 from counts (0 where a denominator is 0, as seqeval's zero_division)."""
+    p = correct / n_pred if n_pred else 0.0
+    r = correct / n_true if n_true else 0.0
+    f = 2 * p * r / (p + r) if p + r else 0.0
+    return {"precision": p, "recall": r, "f1": f}
+
+
+def entity_scores(true_tags: Sequence[Sequence[str]], pred_tags: Sequence[Sequence[str]]) -> dict:
+    """Entity-level precision, recall and F1 over sentences (seqeval's micro average), overall and per type.
+
+    An entity counts as correct only when its type, first and last token all match a true entity.
+    """
+    if len(true_tags) != len(pred_tags):
+        raise ValueError(f"entity_scores needs as many predicted sentences as true ones, got {len(pred_tags)} and "
+                         f"{len(true_tags)}.")
+    true_set, pred_set = set(), set()
+    for i, (t, p) in enumerate(zip(true_tags, pred_tags, strict=True)):
+        if len(t) != len(p):
+            raise ValueError(f"sentence {i}: {len(p)} predicted tags for {len(t)} tokens.")
+        true_set.update((i, *s) for s in entity_spans(t))
+        pred_set.update((i, *s) for s in entity_spans(p))
+    correct = true_set & pred_set
+    out = {**_prf(len(correct), len(pred_set), len(true_set)), "n_true": len(true_set), "n_pred": len(pred_set),
+           "n_correct": len(correct), "per_type": {}}
+    for kind in sorted({s[1] for s in true_set | pred_set}):
+        n_c, n_p, n_t = (sum(1 for s in group if s[1] == kind) for group in (correct, pred_set, true_set))
+        out["per_type"][kind] = {**_prf(n_c, n_p, n_t), "support": n_t}
+    return out
+
+
+METRICS = {"accuracy": accuracy, "f1": binary_f1, "matthews_correlation": matthews_correlation,
+           "pearson": pearson, "spearman": spearman}
+
+
+def task_metrics(task: str, predictions, labels) -> dict:
+    """GLUE's metrics for a task (CoLA: MCC; MRPC: F1, accuracy; STS-B: Pearson, Spearman; else accuracy).
+
+    predictions are class ids, or logits / probabilities (rows of scores, arg-maxed); for STS-B, scores (an (n, 1)
+    array is flattened). The result also holds 'score', the mean of the task's metrics, which GLUE averages over tasks.
+    """
+    from .glue import get_task
+
+    t = get_task(task)
+    pred, y = np.asarray(predictions), np.asarray(labels)
+    if t.is_regression:
+        pred = pred.reshape(len(pred), -1)[:, 0] if pred.ndim == 2 and pred.shape[1] == 1 else pred
+    elif pred.ndim == 2:
+        pred = pred.argmax(axis=1)
+    hidden = int((y == -1).sum())
+    if hidden:
+        raise ValueError(f"{t.title}: {hidden} of {y.size} labels are -1, GLUE's hidden test labels; score the "
+                         "validation split, or submit test predictions to GLUE's server.")
+    out = {name: METRICS[name](y, pred) for name in t.metrics}
+    out["score"] = float(np.mean(list(out.values())))
+    return out
