@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import re
+import select
 import shutil
 import signal
 import time
@@ -12,13 +15,22 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 
 from llm_transfer import checkpoints
-from llm_transfer.checkpoints import CheckpointError, load_training_state, load_weights, save_checkpoint
+from llm_transfer.checkpoints import (
+    CheckpointError,
+    SaveError,
+    atomic_dir,
+    load_training_state,
+    load_weights,
+    save_checkpoint,
+)
 from llm_transfer.data import subsample, tokenize
 from llm_transfer.identity import IdentityError
 from llm_transfer.models import sha256_file
+from llm_transfer.resume import Terminated
 from llm_transfer.training import TrainConfig, fine_tune
 
 # 48 rows in batches of 8: 6 steps an epoch, 2 epochs; fp32 so that resumed runs must match bit for bit.
@@ -369,14 +381,174 @@ def test_runs_killed_at_five_moments_resume_to_the_uninterrupted_weights(rows, t
     assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == ["best", "last"]
 
 
-def test_an_ignored_sigint_stays_ignored(rows, tokenizer, tiny_bert, tmp_path):
-    """A process started to ignore SIGINT (nohup, a background job) is not made interruptible by training."""
-    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+def test_an_ignored_signal_stays_ignored(rows, tokenizer, tiny_bert, tmp_path, signum):
+    """A process started to ignore SIGINT or SIGTERM (nohup, a background job) is not made stoppable by training."""
+    before = signal.signal(signum, signal.SIG_IGN)
     try:
         seen = []
-        checkpoints.set_event_hook(lambda e: seen.append(signal.getsignal(signal.SIGINT)) if e == "step 1.1" else None)
+        checkpoints.set_event_hook(lambda e: seen.append(signal.getsignal(signum)) if e == "step 1.1" else None)
         train(tiny_bert(0), tokenizer, rows, tmp_path / "run", cfg=TrainConfig(**{**CFG.__dict__, "epochs": 1}))
-        assert seen == [signal.SIG_IGN] and signal.getsignal(signal.SIGINT) is signal.SIG_IGN
+        assert seen == [signal.SIG_IGN] and signal.getsignal(signum) is signal.SIG_IGN
     finally:
         checkpoints.set_event_hook(None)
-        signal.signal(signal.SIGINT, before)
+        signal.signal(signum, before)
+
+
+# --- SIGTERM from another process ----------------------------------------------------------------------------
+
+def _sigterm_child(out: Path, tokenizer, rows, model, ready: int, go: int) -> None:
+    """In a forked child: train into `out`; mid-step 1.3, tell the parent and wait for it to have sent SIGTERM."""
+
+    def hook(event: str) -> None:
+        if event == "backward 1.3":
+            os.write(ready, b"r")
+            os.read(go, 1)
+
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)  # as a process normally starts (a test run may inherit SIG_IGN)
+    torch.set_num_threads(1)
+    checkpoints.set_event_hook(hook)
+    logs: list[str] = []
+    code = 0
+    try:
+        train(model, tokenizer, rows, out, logs=logs)
+    except Terminated:
+        code = Terminated.exit_status
+    except BaseException:
+        (out.parent / "child-error.txt").write_text(traceback.format_exc())
+        code = 3
+    (out.parent / "child-log.txt").write_text("\n".join(logs))
+    os._exit(code)
+
+
+@pytest.mark.skipif(not hasattr(os, "fork") or not Path("/proc/self").exists(), reason="needs fork (Linux)")
+def test_a_run_sent_sigterm_mid_step_saves_and_resumes_to_the_uninterrupted_weights(rows, tokenizer, tiny_bert,
+                                                                                     reference, tmp_path):
+    """`kill`, `timeout`, SLURM and container stops send SIGTERM: the step is finished and last/ saved (bug: lost)."""
+    ref_dir, _ = reference
+    out = tmp_path / "run"
+    ready_r, ready_w = os.pipe()
+    go_r, go_w = os.pipe()
+    pid = os.fork()
+    if pid == 0:
+        os.close(ready_r), os.close(go_w)
+        _sigterm_child(out, tokenizer, rows, tiny_bert(0), ready_w, go_r)
+    os.close(ready_w), os.close(go_r)
+    try:
+        if not select.select([ready_r], [], [], 120)[0] or os.read(ready_r, 1) != b"r":
+            err = (tmp_path / "child-error.txt").read_text() if (tmp_path / "child-error.txt").exists() else ""
+            pytest.fail(f"the child did not reach step 1.3: {err}")
+        os.kill(pid, signal.SIGTERM)  # mid-step: after the backward pass, before the optimizer step
+        os.write(go_w, b"g")
+        deadline = time.monotonic() + 120
+        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+            time.sleep(0.05)
+        if done[0] == 0:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)
+            pytest.fail("the run sent SIGTERM hung")
+    finally:
+        os.close(ready_r), os.close(go_w)
+    status = done[1]
+    assert not os.WIFSIGNALED(status), f"killed by signal {os.WTERMSIG(status)}: SIGTERM was not handled"
+    err = (tmp_path / "child-error.txt").read_text() if (tmp_path / "child-error.txt").exists() else ""
+    assert os.WEXITSTATUS(status) == 143, err  # the child raised Terminated, the CLI's status 143
+    said = (tmp_path / "child-log.txt").read_text().splitlines()[-1]
+    assert said.startswith("stopped by SIGTERM at epoch 1/2, step 3/6: saved a resumable checkpoint in "), said
+    assert said.endswith("run/last; run the same cell or command again to continue")
+    assert json.loads((out / "last" / "training_state.json").read_text())["step"] == 3  # the step was finished
+    logs: list[str] = []
+    res = train(tiny_bert(0), tokenizer, rows, out, logs=logs)
+    assert (res.resumed_from_epoch, res.resumed_from_step) == (0, 3), logs
+    assert same_weights(out / "last", ref_dir / "last") and same_history(out / "last", ref_dir / "last")
+    assert same_weights(out / "best", ref_dir / "best")
+
+
+# --- a full disk, an unwritable folder -----------------------------------------------------------------------
+
+# what safetensors 0.8 raised on a full 64 kB tmpfs
+NO_SPACE = "Error while serializing: I/O error: No space left on device (os error 28)"
+
+
+def disk_full_at(nth: int):
+    """checkpoints.save_file (the optimizer state of a last/ save) failing as on a full disk at its nth call."""
+    real, calls = checkpoints.save_file, {"n": 0}
+
+    def save_file(tensors, path, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == nth:
+            Path(path).write_bytes(b"\0" * 4096)  # what it wrote before the disk filled up
+            raise SafetensorError(NO_SPACE)
+        return real(tensors, path, *args, **kwargs)
+
+    return save_file
+
+
+def test_a_full_disk_says_what_is_intact_and_a_rerun_resumes(rows, tokenizer, tiny_bert, reference, tmp_path,
+                                                              monkeypatch):
+    ref_dir, _ = reference
+    out = tmp_path / "run"
+    monkeypatch.setattr(checkpoints, "save_file", disk_full_at(2))  # epoch 2's last/ (epoch 1's was the first)
+    with pytest.raises(SaveError) as err:
+        train(tiny_bert(0), tokenizer, rows, out)
+    msg = str(err.value)  # was: a multi-line SafetensorError traceback
+    assert "\n" not in msg and str(tmp_path) not in msg, msg
+    assert re.fullmatch(r"\.\.\./run/last: could not save \(no space left on device\); the half-written copy was "
+                        r"removed and the previous \.\.\./run/last is intact; a save there needs about 1\d MB, "
+                        r"[\d.]+ [kMG]B free now; free some space there \(or pass another output folder\) and run "
+                        r"the same command again: it resumes from \.\.\./run/last \(the end of epoch 1\)\.", msg), msg
+    assert sorted(p.name for p in out.iterdir() if not p.name.endswith(".lock")) == ["best", "last"]  # no .tmp-*
+    assert json.loads((out / "last" / "training_state.json").read_text())["epoch"] == 1
+    monkeypatch.undo()  # space freed
+    res = train(tiny_bert(0), tokenizer, rows, out)
+    assert res.resumed_from_epoch == 1
+    assert same_weights(out / "last", ref_dir / "last") and same_history(out / "last", ref_dir / "last")
+    assert same_weights(out / "best", ref_dir / "best")
+
+
+def test_a_full_disk_before_any_checkpoint_says_there_is_none(rows, tokenizer, tiny_bert, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    monkeypatch.setattr(checkpoints, "save_file", disk_full_at(1))
+    with pytest.raises(SaveError, match=r"there is no previous .../run/last; a save there needs about \d+ MB, .*it "
+                       r"starts over \(no resumable checkpoint of this run was saved yet\)\.$"):
+        train(tiny_bert(0), tokenizer, rows, out, checkpoint_steps=2)
+    assert not list(out.glob(".last.tmp-*"))
+
+
+def test_atomic_dir_failures_remove_the_temporary_folder_and_keep_the_old_copy(tmp_path):
+    target = tmp_path / "ck"
+    atomic_dir(target, lambda tmp: (tmp / "weights").write_bytes(b"x" * 3_000_000))
+
+    def fails(code: int):
+        def write(tmp: Path) -> None:
+            (tmp / "weights").write_bytes(b"y" * 1000)
+            raise OSError(code, os.strerror(code))
+        return write
+
+    with pytest.raises(SaveError) as err:
+        atomic_dir(target, fails(errno.ENOSPC))
+    assert "needs about 3 MB" in str(err.value) and "/ck is intact" in str(err.value)  # the size of the old copy
+    with pytest.raises(SaveError, match=r"\(permission denied\).*make that folder writable"):
+        atomic_dir(target, fails(errno.EACCES))
+    with pytest.raises(KeyboardInterrupt):  # not an OS error: raised as it is
+        atomic_dir(target, lambda tmp: (_ for _ in ()).throw(KeyboardInterrupt))
+    assert [p.name for p in tmp_path.iterdir()] == ["ck"] and (target / "weights").read_bytes() == b"x" * 3_000_000
+
+
+def test_an_unwritable_output_folder_is_one_line(rows, tokenizer, tiny_bert, tmp_path, monkeypatch):
+    """Bug: a raw PermissionError traceback on .run.lock. Tests run as root, where chmod stops nothing: patched."""
+
+    def denied(folder: Path):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder.with_name(f".{folder.name}.lock")))
+
+    monkeypatch.setattr(checkpoints, "_lock_file", denied)
+    with pytest.raises(SaveError) as err:
+        train(tiny_bert(0), tokenizer, rows, tmp_path / "run")
+    assert str(err.value).endswith("/run: cannot write the run folder's lock file (permission denied); nothing "
+                                   "was written; make that folder writable (or pass another output folder) and run "
+                                   "the same command again.")
+    monkeypatch.undo()
+    (tmp_path / "a-file").write_text("not a folder")  # a real OS error: a file where a folder should be
+    with pytest.raises(SaveError, match=r"\(.*a-file is a file, not a folder\); nothing was written; pass another "
+                       "output folder"):
+        train(tiny_bert(0), tokenizer, rows, tmp_path / "a-file" / "sub" / "run")

@@ -225,3 +225,56 @@ def test_pretrained_lm_without_target_counts_is_replaced(monkeypatch, tmp_path, 
     lm.get_pretrained_lm(S, log=logs.append)
     assert "replacing it" in logs[0] and str(tmp_path) not in logs[0]  # no absolute path in the message
     assert "targets" in lm.read_lm_meta(S.run_dir(lm.PRETRAIN_RUN))["history"][-1]
+
+
+def test_train_lm_stops_at_a_step_end_on_sigterm():
+    """SIGTERM (kill, timeout, a job scheduler) mid-step: the step finishes, one line says where, then Terminated."""
+    import os
+    import signal
+
+    from llm_transfer import checkpoints
+    from llm_transfer.resume import Terminated
+
+    class Died(Exception):
+        """Stands for SIGTERM's default action: the process ends mid-step."""
+
+    def dies(signum, frame):
+        raise Died
+
+    gen = torch.Generator().manual_seed(0)
+    seqs = [torch.randint(5, V, (int(n),), generator=gen).tolist() for n in torch.randint(4, 12, (40,), generator=gen)]
+    run = dict(steps=10, batch_size=8, eval_every=5, bf16=False)
+    snapshot = {}
+
+    def reference_hook(e: str) -> None:  # the weights after 2 steps of the same 10-step run, then stop
+        if e == "lm backward 3":
+            snapshot.update({k: v.clone() for k, v in model.state_dict().items()})
+            raise Died
+
+    model = tiny().train()
+    checkpoints.set_event_hook(reference_hook)
+    try:
+        with pytest.raises(Died):
+            lm.train_lm(model, seqs[:32], seqs[32:], log=lambda *a: None, **run)
+    finally:
+        checkpoints.set_event_hook(None)
+    seen, logs = [], []
+
+    def hook(e: str) -> None:
+        seen.append(e)
+        if e == "lm backward 2":
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    model = tiny().train()
+    before = signal.signal(signal.SIGTERM, dies)
+    checkpoints.set_event_hook(hook)
+    try:
+        with pytest.raises(Terminated):  # a KeyboardInterrupt: notebooks and callers catch it as one
+            lm.train_lm(model, seqs[:32], seqs[32:], log=logs.append, **run)
+        assert signal.getsignal(signal.SIGTERM) is dies  # the caller's handler is put back
+    finally:
+        checkpoints.set_event_hook(None)
+        signal.signal(signal.SIGTERM, before)
+    assert seen == ["lm backward 1", "lm backward 2"]
+    assert logs[-1].startswith("stopped by SIGTERM after step 2/10: ") and "nothing was saved" in logs[-1]
+    assert all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())  # step 2 finished, no step 3

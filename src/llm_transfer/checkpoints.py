@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
+import re
 import shutil
 import tempfile
 import uuid
@@ -17,6 +19,7 @@ except ImportError:  # Windows
     fcntl = None
 
 import torch
+from safetensors import SafetensorError
 from safetensors.torch import load_file, save_file
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
@@ -32,6 +35,84 @@ _EVENT_HOOK: Callable[[str], None] | None = None  # tests: called at named momen
 
 class CheckpointError(ModelError):
     """A checkpoint folder that is missing, foreign or damaged; the message says how to fix it."""
+
+
+class SaveError(CheckpointError):
+    """A checkpoint (or a run folder's lock) that could not be written: disk full, folder not writable.
+
+    One line: what happened, what is intact, how much space a save needs, and `fix`, what to do (training adds
+    where a rerun resumes from).
+    """
+
+    def __init__(self, what: str, fix: str) -> None:
+        super().__init__(what, fix)
+        self.what, self.fix = what, fix
+
+    def __str__(self) -> str:
+        return f"{self.what}; {self.fix}."
+
+
+_NO_SPACE = (errno.ENOSPC, getattr(errno, "EDQUOT", errno.ENOSPC))
+_READ_ONLY = (errno.EACCES, errno.EPERM, errno.EROFS)
+_IN_THE_WAY = (errno.ENOTDIR, errno.EEXIST)  # a file where a folder of the path should be
+
+
+def os_error(e: BaseException) -> OSError | None:
+    """The OSError behind a failed write (safetensors reports one as 'SafetensorError: ... (os error 28)'), or None."""
+    if isinstance(e, OSError):
+        return e
+    if isinstance(e, SafetensorError):
+        m = re.search(r"os error (\d+)|Os \{ code: (\d+)", str(e))
+        if m:
+            code = int(m[1] or m[2])
+            return OSError(code, os.strerror(code))
+    return None
+
+
+def _reason(e: OSError, folder: Path | None = None) -> str:
+    """'no space left on device', 'permission denied', 'x is a file, not a folder': what went wrong, lower case."""
+    if e.errno in _IN_THE_WAY and folder is not None:
+        for p in (folder, *folder.parents):
+            if p.exists() and not p.is_dir():
+                return f"{display_path(p)} is a file, not a folder"
+    return (e.strerror or type(e).__name__).lower()
+
+
+def _fix(e: OSError) -> str:
+    """What to do about a failed write, by its cause."""
+    if e.errno in _IN_THE_WAY:
+        return "pass another output folder (or move that file away) and run the same command again"
+    if e.errno in _NO_SPACE:
+        return "free some space there (or pass another output folder) and run the same command again"
+    if e.errno in _READ_ONLY:
+        return "make that folder writable (or pass another output folder) and run the same command again"
+    return "fix that (or pass another output folder) and run the same command again"
+
+
+def _size(n: float) -> str:
+    """Bytes as '1.2 GB', '87 MB', '310 kB'."""
+    for unit, scale in (("GB", 1e9), ("MB", 1e6)):
+        if n >= scale:
+            return f"{n / scale:.{1 if unit == 'GB' else 0}f} {unit}"
+    return f"{max(n, 1e3) / 1e3:.0f} kB"
+
+
+def folder_bytes(folder: Path) -> int:
+    """The size of every file under `folder` (0 if it does not exist)."""
+    return sum(p.stat().st_size for p in folder.rglob("*") if p.is_file()) if folder.is_dir() else 0
+
+
+def _save_error(final: Path, e: OSError, needs: int, started: bool) -> SaveError:
+    """The SaveError for a failed save of `final` (whose earlier copy, if any, is still in place)."""
+    where = display_path(final)
+    intact = f"the previous {where} is intact" if final.exists() else f"there is no previous {where}"
+    removed = "the half-written copy was removed and " if started else ""
+    try:
+        free = f", {_size(shutil.disk_usage(final.parent).free)} free now"
+    except OSError:
+        free = ""
+    return SaveError(f"{where}: could not save ({_reason(e, final.parent)}); {removed}{intact}; a save there needs "
+                     f"about {_size(needs)}{free}", _fix(e))
 
 
 def set_event_hook(hook: Callable[[str], None] | None) -> None:
@@ -92,17 +173,21 @@ def verify_manifest(folder: str | os.PathLike) -> bool:
     return True
 
 
-def atomic_dir(final: str | os.PathLike, write: Callable[[Path], None], manifest: bool = False) -> Path:
+def atomic_dir(final: str | os.PathLike, write: Callable[[Path], None], manifest: bool = False,
+               needs: int = 0) -> Path:
     """Let `write` fill a temporary sibling folder, then swap it in with renames: never a half-written `final`.
 
     Every file and the folder are fsynced before the renames, so a power cut cannot leave renamed-but-empty files;
-    `manifest=True` adds MANIFEST (SHA-256 of each file) for `verify_manifest`.
+    `manifest=True` adds MANIFEST (SHA-256 of each file) for `verify_manifest`. A write that fails in the OS (disk
+    full, folder not writable) removes the temporary folder and raises SaveError, which says that the previous
+    `final` is untouched and how much space a save needs (`needs` bytes, or the size of the previous copy).
     """
     final = Path(final)
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
-    os.chmod(tmp, 0o755)
+    tmp = None
     try:
+        final.parent.mkdir(parents=True, exist_ok=True)
+        tmp = Path(tempfile.mkdtemp(prefix=f".{final.name}.tmp-", dir=final.parent))
+        os.chmod(tmp, 0o755)
         write(tmp)
         event(f"save:files {final.name}")
         if manifest:
@@ -110,9 +195,14 @@ def atomic_dir(final: str | os.PathLike, write: Callable[[Path], None], manifest
         for p in tmp.rglob("*"):
             _fsync(p)
         _fsync(tmp)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
+    except BaseException as e:
+        written = folder_bytes(tmp) if tmp is not None else 0
+        if tmp is not None:
+            shutil.rmtree(tmp, ignore_errors=True)
+        cause = os_error(e)
+        if cause is None:
+            raise
+        raise _save_error(final, cause, max(needs, written, folder_bytes(final)), tmp is not None) from None
     event(f"save:synced {final.name}")
     old = final.with_name(f".{final.name}.old-{uuid.uuid4().hex[:8]}")
     if final.exists():
@@ -252,7 +342,16 @@ def save_checkpoint(folder: str | os.PathLike, model, tokenizer, metrics: dict, 
             _optimizer_to_files(optimizer, scheduler, tmp, extra or {})
         (tmp / MARKER).write_text(json.dumps({"format": "llm-transfer/2", "metrics": metrics}, indent=1))
 
-    return atomic_dir(folder, write, manifest=True)
+    tensors = list(model.state_dict().values())
+    if optimizer is not None:
+        tensors += [v for st in optimizer.state.values() for v in st.values() if torch.is_tensor(v)]
+    return atomic_dir(folder, write, manifest=True, needs=_tensor_bytes(tensors) + 2**20)  # + tokenizer, JSON
+
+
+def _tensor_bytes(tensors: list[torch.Tensor]) -> int:
+    """Bytes these tensors take on disk (a tensor tied to another one counted once)."""
+    storages = {(t.device, t.untyped_storage().data_ptr()): t.numel() * t.element_size() for t in tensors}
+    return sum(storages.values())
 
 
 def load_checkpoint(folder: str | os.PathLike, device: str = "cpu"):
@@ -285,6 +384,11 @@ def read_metrics(folder: str | os.PathLike) -> dict:
 _HELD: set[str] = set()  # run folders this process holds the lock of (the lock is re-entrant per process)
 
 
+def _lock_file(folder: Path):
+    """The run folder's lock file `.<name>.lock`, opened for appending (created if need be)."""
+    return open(folder.with_name(f".{folder.name}.lock"), "a+")
+
+
 @contextlib.contextmanager
 def run_lock(folder: str | os.PathLike, log: Callable[[str], None] = print) -> Iterator[None]:
     """Hold an exclusive lock on a run folder while training into or checking it.
@@ -299,8 +403,13 @@ def run_lock(folder: str | os.PathLike, log: Callable[[str], None] = print) -> I
     if key in _HELD or fcntl is None or launched_peer:  # re-entrant; no fcntl (Windows): no cross-process lock;
         yield  # the other processes of one `accelerate launch` train the same run as its main process, which locks
         return
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    with open(folder.with_name(f".{folder.name}.lock"), "a+") as fh:
+    try:
+        folder.parent.mkdir(parents=True, exist_ok=True)
+        fh = _lock_file(folder)
+    except OSError as e:  # a folder not writable, a file in the way, a full disk: one line, not a traceback
+        raise SaveError(f"{display_path(folder)}: cannot write the run folder's lock file ({_reason(e, folder)}); "
+                        "nothing was written", _fix(e)) from None
+    with fh:
         try:
             fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:

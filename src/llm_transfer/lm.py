@@ -25,10 +25,11 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .batching import LengthGroupedBatchSampler
-from .checkpoints import atomic_dir, recover, verify_manifest
+from .checkpoints import atomic_dir, event, recover, verify_manifest
 from .hardware import bf16_autocast
 from .identity import describe_mismatch, differences, rows_fingerprint, run_identity
 from .masking import IGNORE_INDEX, mask_tokens
+from .resume import HeldInterrupt
 from .settings import HUB_DATA, Settings, display_path
 from .tinylm import (  # noqa: F401  (re-exported: the models' historical home)
     LSTMLM,
@@ -127,6 +128,8 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
     Each history row: step, mean train loss since the last row, held-out loss, predicted targets so far, seconds.
 
     bf16=None: bf16 autocast for the training steps where the device has native bf16 (held-out losses stay fp32).
+    A first Ctrl-C / "interrupt kernel" (SIGINT) or SIGTERM ends the run after the current step, with one line
+    saying where, then KeyboardInterrupt (resume.Terminated for SIGTERM); nothing is saved (no checkpoint here).
     """
     device = next(model.parameters()).device
     gen = torch.Generator().manual_seed(seed)
@@ -138,23 +141,30 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
     history, run_loss, run_n, seen, t0 = [], 0.0, 0, 0, time.perf_counter()
     batches = _length_grouped(train, batch_size, seed)
     model.train()
-    for step in range(1, steps + 1):
-        ids, mask = pad_batch([train[i] for i in next(batches)], pad_id)
-        with bf16_autocast(device, bf16):
-            loss, k = loss_fn(model, ids.to(device), mask.to(device), gen)
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        opt.step()
-        sched.step()
-        run_loss, run_n, seen = run_loss + loss.item() * k, run_n + k, seen + k
-        if step % eval_every == 0 or step == steps:
-            ev = evaluate_lm(model, heldout, loss_fn, pad_id=pad_id, seed=seed)
-            history.append({"step": step, "train_loss": run_loss / run_n, "heldout_loss": ev["loss"],
-                            "targets": seen, "seconds": time.perf_counter() - t0})
-            log(f"step {step}/{steps}: train loss {run_loss / run_n:.3f} | held-out loss {ev['loss']:.3f} "
-                f"(perplexity {ev['perplexity']:.1f}) | {time.perf_counter() - t0:.0f} s")
-            run_loss, run_n = 0.0, 0
+    with HeldInterrupt() as held:
+        for step in range(1, steps + 1):
+            ids, mask = pad_batch([train[i] for i in next(batches)], pad_id)
+            with bf16_autocast(device, bf16):
+                loss, k = loss_fn(model, ids.to(device), mask.to(device), gen)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            event(f"lm backward {step}")
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            opt.step()
+            sched.step()
+            run_loss, run_n, seen = run_loss + loss.item() * k, run_n + k, seen + k
+            if step % eval_every == 0 or step == steps:
+                ev = evaluate_lm(model, heldout, loss_fn, pad_id=pad_id, seed=seed)
+                history.append({"step": step, "train_loss": run_loss / run_n, "heldout_loss": ev["loss"],
+                                "targets": seen, "seconds": time.perf_counter() - t0})
+                log(f"step {step}/{steps}: train loss {run_loss / run_n:.3f} | held-out loss {ev['loss']:.3f} "
+                    f"(perplexity {ev['perplexity']:.1f}) | {time.perf_counter() - t0:.0f} s")
+                run_loss, run_n = 0.0, 0
+            if held.requested:
+                model.eval()
+                log(f"{held.what} after step {step}/{steps}: the language model keeps no checkpoint, so nothing "
+                    "was saved; run it again to train from the start")
+                raise held.exception()
     model.eval()
     return history
 

@@ -1,4 +1,4 @@
-"""What a mid-epoch resume needs besides weights and optimizer: random-number states; interrupts held to a step end."""
+"""What a mid-epoch resume needs besides weights and optimizer: random-number states; signals held to a step end."""
 
 from __future__ import annotations
 
@@ -39,34 +39,60 @@ def set_rng_state(state: dict) -> None:
         torch.cuda.set_rng_state_all([torch.tensor(s, dtype=torch.uint8) for s in cuda])
 
 
-class HeldInterrupt:
-    """While active, a first Ctrl-C / Jupyter "interrupt kernel" (SIGINT) is only noted, to be acted on at a step end.
+class Terminated(KeyboardInterrupt):
+    """A SIGTERM (`kill`, `timeout`, a job scheduler, a container stop) acted on at a step end.
 
-    `requested` turns True; the training loop then saves a resumable checkpoint and raises KeyboardInterrupt itself.
-    A second SIGINT raises KeyboardInterrupt at once (an escape hatch if a step hangs). Outside the main thread,
-    where signal handlers cannot be set, it does nothing and interrupts behave as usual.
+    A KeyboardInterrupt, so code that catches interrupts catches it too; the CLI exits with `exit_status` (143).
+    """
+
+    exit_status = 128 + signal.SIGTERM
+
+
+class HeldInterrupt:
+    """While active, a first SIGINT (Ctrl-C, Jupyter's "interrupt kernel") or SIGTERM is only noted, for a step end.
+
+    `requested` turns True (`signum` says which signal); the training loop then finishes the step, saves what it can
+    and raises `exception()` itself: KeyboardInterrupt for SIGINT, `Terminated` for SIGTERM. A second signal raises
+    at once (an escape hatch if a step hangs). A signal the process was told to ignore (`nohup`, a background job,
+    SIG_IGN) stays ignored, and a SIGTERM handler set outside Python is left alone. Outside the main thread, where
+    signal handlers cannot be set, it does nothing and signals behave as usual.
     """
 
     def __init__(self) -> None:
         self.requested = False
-        self._installed, self._previous = False, None
+        self.signum: int | None = None
+        self._previous: dict[int, object] = {}
 
     def _handler(self, signum: int, frame: FrameType | None) -> None:
-        """Note the first interrupt; raise on the second."""
+        """Note the first signal; raise on the second."""
         if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
+            self.signum = signum
+            raise self.exception()
+        self.requested, self.signum = True, signum
+
+    @property
+    def what(self) -> str:
+        """How the log says the run was stopped: 'interrupted' (SIGINT) or 'stopped by SIGTERM'."""
+        return "stopped by SIGTERM" if self.signum == signal.SIGTERM else "interrupted"
+
+    def exception(self) -> KeyboardInterrupt:
+        """The exception to raise for the noted signal: Terminated for SIGTERM, else KeyboardInterrupt."""
+        return Terminated() if self.signum == signal.SIGTERM else KeyboardInterrupt()
 
     def __enter__(self) -> HeldInterrupt:
-        # a process told to ignore SIGINT (a job started in the background, `nohup`) keeps ignoring it
-        if threading.current_thread() is threading.main_thread() and \
-                signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
-            self._previous = signal.signal(signal.SIGINT, self._handler)
-            self._installed = True
+        if threading.current_thread() is not threading.main_thread():
+            return self
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            current = signal.getsignal(signum)
+            # an ignored signal stays ignored; a SIGTERM handler set in C (None here) could not be put back
+            if current is signal.SIG_IGN or (current is None and signum == signal.SIGTERM):
+                continue
+            self._previous[signum] = signal.signal(signum, self._handler)
         return self
 
     def __exit__(self, *exc) -> None:
-        if self._installed:
-            previous = self._previous if self._previous is not None else signal.default_int_handler
-            signal.signal(signal.SIGINT, previous)
-            self._installed = False
+        for signum, previous in self._previous.items():
+            if previous is None:  # SIGINT's handler set in C: Python's default one
+                previous = signal.default_int_handler
+            signal.signal(signum, previous)
+        self._previous = {}

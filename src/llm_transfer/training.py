@@ -18,6 +18,7 @@ from transformers import get_linear_schedule_with_warmup
 from .batching import make_loader, sorted_batches, to_device
 from .checkpoints import (
     MARKER,
+    SaveError,
     event,
     load_training_state,
     load_weights,
@@ -162,9 +163,11 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
 
     With `output_dir`, each epoch writes `last/` (with optimizer state, for resuming) and, when the
     validation accuracy improves, `best/`; `last/` is also written mid-epoch every `checkpoint_steps` optimizer
-    steps and/or `checkpoint_minutes` minutes, and when the kernel is interrupted (KeyboardInterrupt, after the
-    current step). A later call with the same folder resumes from the next batch, after checking that the folder
-    holds this run (model, data rows, seed, recipe: identity.py); the result is that of an uninterrupted run.
+    steps and/or `checkpoint_minutes` minutes, and when the kernel is interrupted or the process gets SIGTERM
+    (after the current step; then KeyboardInterrupt, or its subclass resume.Terminated for SIGTERM). A failed save
+    (disk full, folder not writable) is a one-line checkpoints.SaveError that says what is intact. A later call
+    with the same folder resumes from the next batch, after checking that the folder holds this run (model, data
+    rows, seed, recipe: identity.py); the result is that of an uninterrupted run.
     `stop_after` ends this call after that many epochs (a time-boxed session); resume later for the rest.
     `progress=False` hides the per-step progress bar (the one line per epoch stays). While it trains into
     `output_dir`, the run holds that folder's lock (checkpoints.run_lock): a second process waits.
@@ -217,13 +220,14 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
     result = FineTuneResult()
     args = {**asdict(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
     machine = describe(str(run_device))
-    run = _Run(accelerator, tokenizer, args, Path(output_dir) if output_dir is not None else None, result)
+    run = _Run(accelerator, tokenizer, args, Path(output_dir) if output_dir is not None else None, result,
+               cfg.epochs, steps_per_epoch)
     start_epoch, start_step, state = 0, 0, {}
     if run.out is not None:
         start = accelerator.unwrap_model(model)
         run.identity = run_identity(model_identity(start), data_identity(train_ds, eval_ds, data_source), cfg.seed,
                                     asdict(cfg))
-        state = run.resume_from(start, optimizer, scheduler, scaler, resume, log, cfg.epochs, steps_per_epoch)
+        state = run.resume_from(start, optimizer, scheduler, scaler, resume, log)
         start_epoch, start_step = state.get("epoch", 0), state.get("step", 0)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
     held = HeldInterrupt()
@@ -270,7 +274,7 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
                         run.save_last(model, optimizer, scheduler, scaler, epoch, step, so_far)
                     if held.requested:
                         bar.close()
-                        run.interrupted(epoch, step, cfg.epochs, steps_per_epoch, resume, log)
+                        run.interrupted(held, epoch, step, resume, log)
             bar.close()
             dt = before + time.perf_counter() - t0
             result.train_seconds += time.perf_counter() - t0
@@ -292,7 +296,7 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
                 run.save_last(model, optimizer, scheduler, scaler, epoch + 1, 0, None)
                 event(f"epoch {epoch + 1}")
                 if held.requested:
-                    run.interrupted(epoch + 1, 0, cfg.epochs, steps_per_epoch, resume, log)
+                    run.interrupted(held, epoch + 1, 0, resume, log)
             accelerator.wait_for_everyone()
     accelerator.unwrap_model(model, keep_fp32_wrapper=False)  # drop the autocast hook a launch-wide precision adds
     return result
@@ -305,13 +309,34 @@ def _quiet(*_args, **_kwargs) -> None:
 class _Run:
     """A fine-tune's checkpoint folder: resume from it, save `last/` and `best/` into it, say where it stopped."""
 
-    def __init__(self, accelerator, tokenizer, args: dict, out: Path | None, result: FineTuneResult):
+    def __init__(self, accelerator, tokenizer, args: dict, out: Path | None, result: FineTuneResult, epochs: int,
+                 steps_per_epoch: int):
         self.accelerator, self.tokenizer, self.args, self.out, self.result = accelerator, tokenizer, args, out, result
+        self.epochs, self.steps_per_epoch = epochs, steps_per_epoch
         self.identity: dict | None = None
         self.saved_at = time.perf_counter()
+        self.resume_point: str | None = None  # where a rerun would continue: 'run/last (epoch 2/3, step 4/10)'
 
-    def resume_from(self, model, optimizer, scheduler, scaler, resume: bool, log, epochs: int,
-                    steps_per_epoch: int) -> dict:
+    def _where(self, epoch: int, step: int) -> str:
+        """'epoch 2/3, step 4/10' (mid-epoch) or 'the end of epoch 1' (finished epochs, step 0)."""
+        return f"epoch {epoch + 1}/{self.epochs}, step {step}/{self.steps_per_epoch}" if step else \
+            f"the end of epoch {epoch}"
+
+    def _saved(self, folder: Path, epoch: int, step: int) -> None:
+        """Note that `folder` now holds a resumable state at (epoch, step)."""
+        self.resume_point = f"{display_path(folder)} ({self._where(epoch, step)})"
+
+    @contextlib.contextmanager
+    def _failed_saves(self):
+        """A SaveError (disk full, folder not writable) also says where a rerun resumes from."""
+        try:
+            yield
+        except SaveError as e:
+            e.fix += f": it resumes from {self.resume_point}" if self.resume_point else \
+                ": it starts over (no resumable checkpoint of this run was saved yet)"
+            raise
+
+    def resume_from(self, model, optimizer, scheduler, scaler, resume: bool, log) -> dict:
         """Check the folder holds this run (IdentityError if not) and load `last/`; the resume state, or {}."""
         out, result = self.out, self.result
         if self.accelerator.is_main_process:  # repairs and clean-up: by one process of a launch, the others wait
@@ -331,11 +356,12 @@ class _Run:
         state = load_training_state(last, optimizer, scheduler, scaler)
         result.history, result.last_dir = state["history"], last
         result.resumed_from_epoch, result.resumed_from_step = state["epoch"], state.get("step", 0)
+        self._saved(last, state["epoch"], result.resumed_from_step)
         if result.resumed_from_step:
-            log(f"resumed from {display_path(last)} at epoch {state['epoch'] + 1}/{epochs}, step "
-                f"{state['step']}/{steps_per_epoch}: continuing with batch {state['step'] + 1}")
+            log(f"resumed from {display_path(last)} at {self._where(state['epoch'], state['step'])}: continuing "
+                f"with batch {state['step'] + 1}")
         else:
-            log(f"resumed from {display_path(last)} after epoch {state['epoch']}/{epochs}")
+            log(f"resumed from {display_path(last)} after epoch {state['epoch']}/{self.epochs}")
         return state
 
     def _metrics(self) -> dict:
@@ -348,22 +374,25 @@ class _Run:
         if self.accelerator.is_main_process:
             extra = {"epoch": epoch, "step": step, "history": self.result.history, "scaler": scaler.state_dict(),
                      "rng": rng_state(), **(progress or {})}
-            self.result.last_dir = save_checkpoint(self.out / "last", self.accelerator.unwrap_model(model),
-                                                   self.tokenizer, self._metrics(), self.args, optimizer, scheduler,
-                                                   extra, identity=self.identity)
+            with self._failed_saves():
+                self.result.last_dir = save_checkpoint(self.out / "last", self.accelerator.unwrap_model(model),
+                                                       self.tokenizer, self._metrics(), self.args, optimizer,
+                                                       scheduler, extra, identity=self.identity)
+            self._saved(self.result.last_dir, epoch, step)
         self.saved_at = time.perf_counter()
 
     def save_best(self, model) -> None:
         """`best/`: the weights of the epoch that just ended (no resume state)."""
         if self.accelerator.is_main_process:
-            self.result.best_dir = save_checkpoint(self.out / "best", self.accelerator.unwrap_model(model),
-                                                   self.tokenizer, self._metrics(), self.args,
-                                                   identity=self.identity)
+            with self._failed_saves():
+                self.result.best_dir = save_checkpoint(self.out / "best", self.accelerator.unwrap_model(model),
+                                                       self.tokenizer, self._metrics(), self.args,
+                                                       identity=self.identity)
 
-    def interrupted(self, epoch: int, step: int, epochs: int, steps_per_epoch: int, resume: bool, log) -> None:
-        """Say where the run stopped and how to continue, then raise KeyboardInterrupt."""
-        where = f"epoch {epoch + 1}/{epochs}, step {step}/{steps_per_epoch}" if step else f"the end of epoch {epoch}"
+    def interrupted(self, held: HeldInterrupt, epoch: int, step: int, resume: bool, log) -> None:
+        """Say where the run stopped (SIGINT or SIGTERM) and how to continue, then raise the signal's exception."""
         again = "run the same cell or command again to continue" if resume else \
             "call it again with resume=True to continue (this call had resume=False, which starts over)"
-        log(f"interrupted at {where}: saved a resumable checkpoint in {display_path(self.out / 'last')}; {again}")
-        raise KeyboardInterrupt
+        log(f"{held.what} at {self._where(epoch, step)}: saved a resumable checkpoint in "
+            f"{display_path(self.out / 'last')}; {again}")
+        raise held.exception()
