@@ -17,6 +17,7 @@ from llm_transfer.glue import (
     load_task_classifier,
     load_task_folder,
 )
+from llm_transfer.models import sha256_file
 from llm_transfer.settings import ENV_DATA, find_local_sst2
 
 # Row counts of ../shared/README.md (QNLI: dev and test only here; its counts are the hub's).
@@ -86,6 +87,15 @@ def test_real_files_have_the_readmes_row_counts_and_the_hubs_schema(glue_dir, ta
         assert 0.0 == min(labels) and max(labels) == 5.0
     else:
         assert set(labels) == set(range(t.num_labels))  # every class occurs, no other value
+
+
+@pytest.mark.parametrize("task", [t for t in README_ROWS if t != "sst2"])
+def test_real_files_are_the_ones_their_sha256sums_list(glue_dir, task):
+    folder = glue_dir / TASKS[task].folder
+    sums = dict(line.split()[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert {s.file for s in TASKS[task].files.values()} <= set(sums)
+    for name, digest in sums.items():
+        assert sha256_file(folder / name) == digest, name
 
 
 def test_mrpc_reads_the_real_byte_order_marked_files(glue_dir):

@@ -5,6 +5,7 @@ from __future__ import annotations
 import pytest
 
 from llm_transfer.data import DataError
+from llm_transfer.models import sha256_file
 from llm_transfer.ner import (
     FEATURES,
     IGNORE,
@@ -46,6 +47,14 @@ def test_real_files_sizes_tags_and_schema(wikiann):
             counts[tag_names([t])[0]] += 1
     assert counts == {"O": 40875, "B-PER": 4635, "I-PER": 7520, "B-ORG": 4677, "I-ORG": 11638, "B-LOC": 4834,
                       "I-LOC": 6357}  # B- counts are the number of entities of each type
+
+
+def test_real_files_are_the_ones_their_sha256sums_list(wikiann):
+    folder = find_local_wikiann()
+    sums = dict(line.split()[::-1] for line in (folder / "SHA256SUMS").read_text().splitlines() if line.strip())
+    assert sorted(sums) == ["dev.conll", "test.conll", "train.conll"]
+    for name, digest in sums.items():
+        assert sha256_file(folder / name) == digest, name
 
 
 def test_sentences_split_at_blank_lines_with_or_without_a_final_one(tmp_path):
