@@ -1,5 +1,6 @@
 """The llm-transfer command: a tiny train -> evaluate -> predict round trip, and every bad-input path."""
 
+import errno
 import json
 import shutil
 import subprocess
@@ -30,12 +31,16 @@ def dev_rows():
     return list(zip(ds["sentence"], ds["label"], strict=True))
 
 
+# a tiny run: 64 rows in batches of 16 (4 steps), 1 epoch, max length 32, 64 dev rows
+TINY = ["train", "--quick", "--train-rows", "64", "--eval-rows", "64", "--epochs", "1", "--max-length", "32",
+        "--batch-size", "16"]
+
+
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A checkpoint from a tiny run: 64 rows, 1 epoch, max length 32, 64 dev rows."""
     out = tmp_path_factory.mktemp("cli") / "run"
-    code = main(["train", "--quick", "--train-rows", "64", "--eval-rows", "64", "--epochs", "1",
-                 "--max-length", "32", "--batch-size", "16", "--output", str(out)])
+    code = main([*TINY, "--output", str(out)])
     assert code == 0
     return out
 
@@ -71,6 +76,11 @@ def test_evaluate_prints_one_json_object(trained, dev_rows, tmp_path, capsys):
     res = json.loads(out)
     assert set(res) == {"accuracy", "f1", "ece", "n"} and res["n"] == 40
     assert 0 <= res["accuracy"] <= 1 and 0 <= res["f1"] <= 1 and 0 <= res["ece"] <= 1
+    bom = tmp_path / "dev-bom.tsv"  # as a spreadsheet saves it (bug: "header is '\\ufeffsentence\\tlabel'")
+    bom.write_bytes(b"\xef\xbb\xbf" + tsv.read_bytes())
+    code, out, err = run(["evaluate", "--checkpoint", trained / "best", "--data", bom], capsys)
+    assert code == 0, err
+    assert json.loads(out) == res
 
 
 def test_predict_args_file_and_json(trained, tmp_path, capsys):
@@ -88,6 +98,9 @@ def test_predict_args_file_and_json(trained, tmp_path, capsys):
     rows = [json.loads(x) for x in out.splitlines()]
     assert code == 0 and [r["text"] for r in rows] == ["great fun", "terrible", "an okay movie"]
     assert all(r["label"] == ("positive" if r["p_positive"] >= 0.5 else "negative") for r in rows)
+    f.write_text("\ufeffgreat fun\nterrible\nan okay movie\n", encoding="utf-8")  # a byte-order mark (Notepad)
+    code, out, _ = run(["predict", "--checkpoint", ckpt, "--file", f, "--json"], capsys)
+    assert code == 0 and [json.loads(x) for x in out.splitlines()] == rows
 
 
 def test_console_script_subprocess(trained):
@@ -104,6 +117,8 @@ def test_console_script_subprocess(trained):
 def test_help(sub, capsys):
     code, out, _ = run([sub, "--help"], capsys)
     assert code == 0 and "usage: llm-transfer " + sub in out
+    if sub == "train":
+        assert "--checkpoint-steps N" in out and "--checkpoint-minutes M" in out and "SIGTERM" in out
 
 
 def test_bad_checkpoint_folders(trained, tmp_path, capsys):
@@ -199,3 +214,70 @@ def test_train_uses_the_threads_setting(monkeypatch):
     with pytest.raises(Stop):
         cli.main(["train", "--quick"])
     assert seen == [1]
+
+
+def test_train_checkpoint_steps_then_a_full_disk_then_a_rerun_resumes(tmp_path, capsys, monkeypatch):
+    """--checkpoint-steps reaches fine_tune; a full disk is one line and exit 1; after freeing space, it resumes."""
+    from safetensors import SafetensorError
+
+    from llm_transfer import checkpoints
+
+    real, calls = checkpoints.save_file, []
+
+    def disk_full_at_the_second(tensors, path, *args, **kwargs):  # last/'s optimizer state: step 2, then step 4
+        calls.append(path)
+        if len(calls) == 2:
+            raise SafetensorError("Error while serializing: I/O error: No space left on device (os error 28)")
+        return real(tensors, path, *args, **kwargs)
+
+    out = tmp_path / "run"
+    monkeypatch.setattr(checkpoints, "save_file", disk_full_at_the_second)
+    code, stdout, err = run([*TINY, "--checkpoint-steps", "2", "--output", out], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and stdout == "" and "Traceback" not in err, err
+    assert last.startswith("llm-transfer: error: .../run/last: could not save (no space left on device); "), last
+    assert "the previous .../run/last is intact" in last and "a save there needs about " in last
+    assert last.endswith("run the same command again: it resumes from .../run/last (epoch 1/1, step 2/4).")
+    assert json.loads((out / "last" / "training_state.json").read_text())["step"] == 2  # saved at step 2 of 4
+    assert not list(out.glob(".last.tmp-*"))
+    monkeypatch.undo()
+    code, stdout, err = run([*TINY, "--checkpoint-steps", "2", "--output", out], capsys)
+    assert code == 0 and "resumed from .../run/last at epoch 1/1, step 2/4: continuing with batch 3" in err, err
+    assert json.loads(stdout)["train_rows"] == 64
+
+
+def test_train_sent_sigterm_saves_and_exits_143(tmp_path):
+    """A real process that gets SIGTERM mid-step (as from `timeout` or a scheduler): last/ saved, status 143."""
+    out = tmp_path / "run"
+    script = (
+        "import os, signal, sys\n"
+        "signal.signal(signal.SIGTERM, signal.SIG_DFL)\n"  # as a process normally starts (pytest may ignore it)
+        "from llm_transfer import checkpoints, cli\n"
+        "checkpoints.set_event_hook(lambda e: os.kill(os.getpid(), signal.SIGTERM) if e == 'backward 1.2' else None)\n"
+        f"sys.exit(cli.main({[*TINY, '--output', str(out)]!r}))\n"
+    )
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 143, done.stderr  # was: -15, killed mid-step with nothing saved
+    assert lines[-1] == "llm-transfer: stopped by SIGTERM" and "Traceback" not in done.stderr
+    assert lines[-2].startswith("stopped by SIGTERM at epoch 1/1, step 2/4: saved a resumable checkpoint in ")
+    assert json.loads((out / "last" / "training_state.json").read_text())["step"] == 2
+
+
+def test_train_into_an_unwritable_folder_is_one_line(tmp_path, capsys, monkeypatch):
+    """Bug: a raw PermissionError traceback on .run.lock. Root ignores chmod, so the refusal is patched in."""
+    from llm_transfer import checkpoints
+
+    def denied(folder):
+        raise PermissionError(errno.EACCES, "Permission denied", str(folder.with_name(f".{folder.name}.lock")))
+
+    monkeypatch.setattr(checkpoints, "_lock_file", denied)
+    code, stdout, err = run([*TINY, "--output", tmp_path / "run"], capsys)
+    last = err.strip().splitlines()[-1]
+    assert code == 1 and stdout == "" and "Traceback" not in err
+    assert last.startswith("llm-transfer: error: ") and "(permission denied); nothing was written; make that " \
+        "folder writable (or pass another output folder)" in last, last
+    monkeypatch.undo()
+    (tmp_path / "a-file").write_text("")
+    code, _, err = run([*TINY, "--output", tmp_path / "a-file" / "run"], capsys)
+    assert code == 1 and "a-file is a file, not a folder" in err.strip().splitlines()[-1] and "Traceback" not in err

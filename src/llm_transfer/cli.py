@@ -69,6 +69,12 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--output", type=Path, help="checkpoint folder (best/ and last/ go inside); default: "
                    "artifacts/<mode>/sst2-finetune, the folder notebooks 04 and 05 use, or "
                    "artifacts/<mode>/cli-finetune when a recipe option is changed; rerunning resumes")
+    t.add_argument("--checkpoint-steps", type=_positive_int, metavar="N",
+                   help="also save a resumable last/ every N optimizer steps (default: only by time, see "
+                   "--checkpoint-minutes, and at each epoch's end)")
+    t.add_argument("--checkpoint-minutes", type=_positive_float, metavar="M",
+                   help="save a resumable last/ every M minutes of training (default 10); Ctrl-C and SIGTERM "
+                   "also save it, after the current step, and exit with status 130 and 143")
 
     e = sub.add_parser("evaluate", help="accuracy, F1 and calibration error on a labelled TSV file",
                        description="Evaluate a checkpoint on a GLUE-style TSV file (header "
@@ -113,6 +119,7 @@ def _load(folder: Path) -> tuple:
 def cmd_train(a: argparse.Namespace) -> int:
     """Fine-tune and print the final metrics."""
     from . import hardware
+    from .checkpoints import run_lock
     from .data import load_sst2, subsample, tokenize
     from .identity import IdentityError, describe_mismatch
     from .models import load_classifier, load_tokenizer
@@ -135,16 +142,20 @@ def cmd_train(a: argparse.Namespace) -> int:
     log = lambda *m: print(*m, file=sys.stderr) if main_process else None  # noqa: E731  (stdout: the JSON result)
     log(S.summary())
     dsd = load_sst2(S.data)
-    tokenizer = load_tokenizer(S.model)
-    train = tokenize(subsample(dsd["train"], rows, S.seed), tokenizer, cfg.max_length)
-    dev = tokenize(subsample(dsd["validation"], a.eval_rows, S.seed), tokenizer, cfg.max_length)
-    seed_everything(S.seed)
-    model = load_classifier(S.model)
-    try:
-        res = fine_tune(model, tokenizer, train, dev, cfg, output_dir=out, device=S.device, log=log)
-    except IdentityError as e:  # the folder holds another run: say what differs, and the CLI's way out
-        raise CLIError(f"{describe_mismatch(e.folder, e.differences)}; pass another --output to start a new run "
-                       "there (or delete that folder).") from None
+    with run_lock(out, log=log):  # first: an unwritable --output fails in one line before the model loads
+        tokenizer = load_tokenizer(S.model)
+        train = tokenize(subsample(dsd["train"], rows, S.seed), tokenizer, cfg.max_length)
+        dev = tokenize(subsample(dsd["validation"], a.eval_rows, S.seed), tokenizer, cfg.max_length)
+        seed_everything(S.seed)
+        model = load_classifier(S.model)
+        every = {"checkpoint_steps": a.checkpoint_steps}
+        if a.checkpoint_minutes is not None:
+            every["checkpoint_minutes"] = a.checkpoint_minutes
+        try:
+            res = fine_tune(model, tokenizer, train, dev, cfg, output_dir=out, device=S.device, log=log, **every)
+        except IdentityError as e:  # the folder holds another run: say what differs, and the CLI's way out
+            raise CLIError(f"{describe_mismatch(e.folder, e.differences)}; pass another --output to start a new run "
+                           "there (or delete that folder).") from None
     best = res.best
     if not main_process:
         return 0
@@ -183,7 +194,7 @@ def _read_texts(path: Path) -> list[str]:
     except OSError as e:
         raise CLIError(f"{path}: cannot read the file ({e.strerror}).") from None
     try:
-        content = raw.decode("utf-8")
+        content = raw.decode("utf-8-sig")  # a byte-order mark (spreadsheets, Notepad) is not part of the text
     except UnicodeDecodeError as e:
         raise CLIError(f"{path}: bytes that are not UTF-8 (at byte {e.start}); save it as UTF-8.") from None
     lines = content.splitlines()
@@ -229,6 +240,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from .checkpoints import CheckpointError
     from .data import DataError
     from .models import ModelError
+    from .resume import Terminated
     from .settings import SettingsError
 
     try:
@@ -236,6 +248,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (CLIError, DataError, CheckpointError, ModelError, SettingsError) as e:
         print(f"{PROG}: error: {' '.join(str(e).split())}", file=sys.stderr)  # always one line
         return 1
+    except Terminated:  # SIGTERM (kill, timeout, a scheduler): training saved last/ first
+        print(f"{PROG}: stopped by SIGTERM", file=sys.stderr)
+        return Terminated.exit_status
     except KeyboardInterrupt:
         print(f"{PROG}: interrupted", file=sys.stderr)
         return 130
