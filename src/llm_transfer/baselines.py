@@ -1,12 +1,15 @@
-"""Baselines that learn from labels: TF-IDF + logistic regression, its settings chosen on a validation split."""
+"""Baselines that learn from labels, settings chosen on a validation split: TF-IDF + logistic regression, and a
+bag of word pieces trained from random weights (no pretraining)."""
 
 from __future__ import annotations
 
+import copy
 import itertools
 from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 from sklearn.feature_extraction.text import TfidfVectorizer
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import Pipeline
@@ -56,3 +59,71 @@ def tfidf_logreg(train_texts: Sequence[str], train_labels: Sequence[int], val_te
         if best is None or acc > best[2]:
             best = (model, params, acc)
     return TfidfResult(best[0], best[1], best[2], scores)
+
+
+class BagOfPieces(torch.nn.Module):
+    """A from-scratch classifier: the mean of learnt word-piece vectors into a linear layer (fastText's shape)."""
+
+    def __init__(self, vocab_size: int, dim: int = 64, num_labels: int = 2):
+        super().__init__()
+        self.bag = torch.nn.EmbeddingBag(vocab_size, dim, mode="mean")
+        self.out = torch.nn.Linear(dim, num_labels)
+
+    def forward(self, flat_ids: torch.Tensor, offsets: torch.Tensor) -> torch.Tensor:
+        return self.out(self.bag(flat_ids, offsets))
+
+
+def _bags(ids: Sequence[Sequence[int]], rows: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The rows' id lists as EmbeddingBag's (flat ids, offsets)."""
+    lists = [ids[i] for i in rows]
+    offsets = torch.tensor(np.cumsum([0] + [len(s) for s in lists[:-1]]), dtype=torch.long)
+    return torch.tensor([t for s in lists for t in s], dtype=torch.long), offsets
+
+
+def _bag_accuracy(model: BagOfPieces, ids: Sequence[Sequence[int]], labels: np.ndarray) -> float:
+    """Accuracy of a BagOfPieces on all rows of ids."""
+    with torch.no_grad():
+        flat, offsets = _bags(ids, np.arange(len(ids)))
+        return float((model(flat, offsets).argmax(-1).numpy() == labels).mean())
+
+
+@dataclass
+class BagResult:
+    """A trained BagOfPieces, the learning rate and epoch chosen on validation, and its validation accuracy."""
+
+    model: BagOfPieces
+    params: dict
+    validation_accuracy: float
+
+    def accuracy(self, ids: Sequence[Sequence[int]], labels: Sequence[int]) -> float:
+        """Accuracy on tokenized rows."""
+        return _bag_accuracy(self.model, ids, np.asarray(labels))
+
+
+def train_bag_of_pieces(train_ids: Sequence[Sequence[int]], train_labels: Sequence[int],
+                        val_ids: Sequence[Sequence[int]], val_labels: Sequence[int], vocab_size: int,
+                        lrs: Sequence[float] = (3e-3, 1e-2, 3e-2), steps: int = 1500, batch_size: int = 32,
+                        dim: int = 64, seed: int = 0) -> BagResult:
+    """Train from random weights at each learning rate; keep the rate and epoch best on validation."""
+    y, yv = np.asarray(train_labels), np.asarray(val_labels)
+    per_epoch = max(1, -(-len(y) // batch_size))
+    epochs = int(np.clip(-(-steps // per_epoch), 3, 200))
+    best = None
+    for lr in lrs:
+        torch.manual_seed(seed)
+        model = BagOfPieces(vocab_size, dim, int(max(y.max(), yv.max()) + 1))
+        opt = torch.optim.Adam(model.parameters(), lr=lr)
+        rng = np.random.default_rng(seed)
+        for epoch in range(1, epochs + 1):
+            order = rng.permutation(len(y))
+            for i in range(0, len(y), batch_size):
+                rows = order[i:i + batch_size]
+                flat, offsets = _bags(train_ids, rows)
+                loss = torch.nn.functional.cross_entropy(model(flat, offsets), torch.as_tensor(y[rows]))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+            acc = _bag_accuracy(model, val_ids, yv)
+            if best is None or acc > best[2]:
+                best = (copy.deepcopy(model), {"lr": lr, "epoch": epoch, "epochs": epochs}, acc)
+    return BagResult(*best)
