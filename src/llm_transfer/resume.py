@@ -53,9 +53,9 @@ class HeldInterrupt:
 
     `requested` turns True (`signum` says which signal); the training loop then finishes the step, saves what it can
     and raises `exception()` itself: KeyboardInterrupt for SIGINT, `Terminated` for SIGTERM. A second signal raises
-    at once (an escape hatch if a step hangs). A signal the process was told to ignore (`nohup`, a background job,
-    SIG_IGN) stays ignored, and a SIGTERM handler set outside Python is left alone. Outside the main thread, where
-    signal handlers cannot be set, it does nothing and signals behave as usual.
+    at once (an escape hatch if a step hangs). A signal the process was told to ignore (a background job ignores
+    SIGINT; `trap '' TERM`) stays ignored, and a SIGTERM handler set outside Python is left alone. Outside the main
+    thread, where signal handlers cannot be set, it does nothing and signals behave as usual.
     """
 
     def __init__(self) -> None:
