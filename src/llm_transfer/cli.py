@@ -83,6 +83,7 @@ def build_parser() -> argparse.ArgumentParser:
     e.add_argument("--checkpoint", type=Path, required=True, help="a checkpoint folder written by training")
     e.add_argument("--data", type=Path, required=True, help="TSV file with a 'sentence<TAB>label' header")
     e.add_argument("--batch-size", type=_positive_int, default=128)
+    _add_weights_options(e)
 
     r = sub.add_parser("predict", help="label new sentences",
                        description="Predict the sentiment of sentences given as arguments or in a file (one "
@@ -92,7 +93,29 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--file", type=Path, help="a UTF-8 text file with one sentence per line")
     r.add_argument("--json", action="store_true", help="print JSON lines instead of tab-separated text")
     r.add_argument("--batch-size", type=_positive_int, default=128)
+    _add_weights_options(r)
     return p
+
+
+def _add_weights_options(p: argparse.ArgumentParser) -> None:
+    """--int8 / --bf16-weights (one at most): the faster inference weights of quantize.py."""
+    g = p.add_mutually_exclusive_group()
+    g.add_argument("--int8", dest="weights", action="store_const", const="int8", default="fp32",
+                   help="run the linear layers in int8 (dynamic quantisation, CPU only): faster than fp32, "
+                   "for CPUs without native bf16 (benchmarks/results/inference.md)")
+    g.add_argument("--bf16-weights", dest="weights", action="store_const", const="bf16",
+                   help="cast the weights to bf16 (CPUs with AVX512-BF16 or AMX, Ampere or newer GPUs): the "
+                   "fastest path measured there (benchmarks/results/inference.md)")
+
+
+def _with_weights(model, weights: str):
+    """The model with the weights --int8 / --bf16-weights asked for; a CLIError where they cannot run."""
+    from .quantize import inference_weights
+
+    try:
+        return inference_weights(model, weights)
+    except ValueError as e:
+        raise CLIError(f"--{'int8' if weights == 'int8' else 'bf16-weights'}: {e}") from None
 
 
 def _load(folder: Path) -> tuple:
@@ -178,6 +201,7 @@ def cmd_evaluate(a: argparse.Namespace) -> int:
     quiet_libraries()
     ds = read_glue_tsv(a.data, "validation")  # raises DataError naming the file and line
     model, tokenizer, max_length = _load(a.checkpoint)
+    model = _with_weights(model, a.weights)
     logits = predict_logits(model, tokenizer, tokenize(ds, tokenizer, max_length), batch_size=a.batch_size)
     probs, labels = softmax(logits), np.asarray(ds["label"])
     pred = probs.argmax(-1)
@@ -220,6 +244,7 @@ def cmd_predict(a: argparse.Namespace) -> int:
             raise CLIError(f"text argument {i} is empty; every sentence needs some words.")
     quiet_libraries()
     model, tokenizer, max_length = _load(a.checkpoint)
+    model = _with_weights(model, a.weights)
     probs = predict_proba(model, tokenizer, texts, max_length=max_length, batch_size=a.batch_size)
     for text, p in zip(texts, probs, strict=True):
         k = int(p.argmax())
