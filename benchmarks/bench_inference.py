@@ -46,6 +46,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="batch sizes of predict_proba; the first one's fp32 labels are the reference")
     p.add_argument("--peer-lever-batches", type=int, nargs="*", default=[16, 32],
                    help="batch sizes at which the pipeline is also given bf16 weights and int8")
+    p.add_argument("--compile", action="store_true",
+                   help="also time torch.compile (inductor, dynamic shapes, frozen weights) of the bf16-weights model")
     p.add_argument("--out", type=Path, default=None, help="write a markdown table here (and .json beside it)")
     a = p.parse_args(argv)
     if a.repeats < 1 or a.threads < 1:
@@ -59,11 +61,13 @@ def build_paths(model, tokenizer, texts: list[str], a: argparse.Namespace) -> di
     import torch
     from transformers import pipeline
 
+    from llm_transfer.hardware import native_bf16
     from llm_transfer.quantize import quantize_int8, to_bf16
     from llm_transfer.training import predict_proba
 
     L = a.max_length
-    bf16_model, int8_model = to_bf16(model), quantize_int8(model)
+    int8_model = quantize_int8(model)
+    bf16_model = to_bf16(model) if native_bf16("cpu") else None  # elsewhere bf16 weights are slower than fp32
 
     def project(m, b: int, bf16: bool):
         return lambda: predict_proba(m, tokenizer, texts, max_length=L, batch_size=b, bf16=bf16).argmax(-1)
@@ -86,13 +90,31 @@ def build_paths(model, tokenizer, texts: list[str], a: argparse.Namespace) -> di
                                        project(model, b, False))
         paths[f"project_bf16_b{b}"] = (f"`predict_proba`, bf16 autocast (its default here), batch {b}", "project",
                                        project(model, b, True))
-        paths[f"project_bf16w_b{b}"] = (f"`predict_proba`, bf16 weights (`quantize.to_bf16`), batch {b}",
-                                        "project", project(bf16_model, b, False))
+        if bf16_model is not None:
+            paths[f"project_bf16w_b{b}"] = (f"`predict_proba`, bf16 weights (`quantize.to_bf16`), batch {b}",
+                                            "project", project(bf16_model, b, False))
         paths[f"project_int8_b{b}"] = (f"`predict_proba`, int8 linears (`quantize.quantize_int8`), batch {b}",
                                        "project", project(int8_model, b, False))
+    b = a.project_batches[0]
+    paths[f"project_int8ac_b{b}"] = (f"`predict_proba`, int8 linears under its default bf16 autocast, batch {b}",
+                                     "project", project(int8_model, b, True))
+    if a.compile and bf16_model is not None:
+        import torch._inductor.config as inductor_config
+
+        inductor_config.freezing = True  # constant weights: oneDNN pre-packing
+        compiled = to_bf16(model)
+        compiled.forward = torch.compile(compiled.forward, dynamic=True)
+        t0, c0 = time.perf_counter(), time.process_time()
+        project(compiled, b, False)()
+        compile_s = (time.perf_counter() - t0, time.process_time() - c0)
+        paths[f"project_compiled_bf16w_b{b}"] = (
+            f"`predict_proba`, bf16 weights + `torch.compile` (first pass {compile_s[0]:.0f} s wall, "
+            f"{compile_s[1]:.0f} CPU-s of this process, not counted), batch {b}", "project",
+            project(compiled, b, False))
     for b in a.peer_lever_batches:
-        paths[f"pipeline_bf16w_b{b}"] = (f"`pipeline`, bf16 weights (lever given to the peer), batch {b}",
-                                         "peer_levers", hf(bf16_model, b, False))
+        if bf16_model is not None:
+            paths[f"pipeline_bf16w_b{b}"] = (f"`pipeline`, bf16 weights (lever given to the peer), batch {b}",
+                                             "peer_levers", hf(bf16_model, b, False))
         paths[f"pipeline_int8_b{b}"] = (f"`pipeline`, int8 linears (lever given to the peer), batch {b}",
                                         "peer_levers", hf(int8_model, b, False))
     return paths
