@@ -1,4 +1,5 @@
-"""Calibration: expected calibration error, reliability diagrams, temperature scaling (Guo et al. 2017)."""
+"""Calibration: expected calibration error and its noise floor, reliability diagrams, temperature scaling
+(Guo et al. 2017)."""
 
 from __future__ import annotations
 
@@ -32,13 +33,20 @@ def _check(probs: np.ndarray, labels: Sequence[int]) -> tuple[np.ndarray, np.nda
     return probs, labels
 
 
+def _bin_of(conf: np.ndarray, n_bins: int) -> tuple[np.ndarray, np.ndarray]:
+    """The n_bins + 1 equal-width edges on [0, 1] and each confidence's bin index."""
+    if n_bins < 1:
+        raise ValueError(f"n_bins must be at least 1, got {n_bins}.")
+    edges = np.linspace(0.0, 1.0, n_bins + 1)
+    # bin b holds confidences in (edges[b], edges[b + 1]]; a confidence of exactly 0 goes to bin 0
+    return edges, np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+
+
 def reliability_curve(probs: np.ndarray, labels: Sequence[int], n_bins: int = N_BINS) -> dict:
     """Per equal-width bin of top-label confidence: bin edges, row count, mean confidence and accuracy."""
     probs, labels = _check(probs, labels)
     conf, correct = probs.max(-1), probs.argmax(-1) == labels
-    edges = np.linspace(0.0, 1.0, n_bins + 1)
-    # bin b holds confidences in (edges[b], edges[b + 1]]; a confidence of exactly 0 goes to bin 0
-    which = np.clip(np.searchsorted(edges, conf, side="left") - 1, 0, n_bins - 1)
+    edges, which = _bin_of(conf, n_bins)
     count = np.bincount(which, minlength=n_bins)
     with np.errstate(invalid="ignore", divide="ignore"):
         mean_conf = np.bincount(which, weights=conf, minlength=n_bins) / count
@@ -85,3 +93,44 @@ def cross_fit_temperature(logits: np.ndarray, labels: Sequence[int], folds: int 
         probs[fold_of == k] = softmax(logits[fold_of == k], t)
         temps.append(t)
     return probs, temps
+
+
+def _confidences(probs: np.ndarray) -> np.ndarray:
+    """Top-label confidences of an (n, classes) probability array; ValueError for another shape or n = 0."""
+    probs = np.asarray(probs, dtype=np.float64)
+    if probs.ndim != 2 or len(probs) == 0 or probs.shape[1] < 2:
+        raise ValueError(f"need probs of shape (n, classes >= 2) with n > 0, got {probs.shape}.")
+    return probs.max(-1)
+
+
+def bins_reached(probs: np.ndarray, n_bins: int = N_BINS) -> int:
+    """How many of the equal-width confidence bins hold a row (two classes: confidence >= 0.5, so 8 of 15 at most)."""
+    _, which = _bin_of(_confidences(probs), n_bins)
+    return int(np.unique(which).size)
+
+
+def ece_noise_floor(probs: np.ndarray, n_bins: int = N_BINS, n_resamples: int = 200, seed: int = 0,
+                    resample_rows: bool = True) -> dict:
+    """ECE a perfectly calibrated model with these confidences would score: mean and 95th percentile over resamples.
+
+    Consistency resampling (Bröcker & Smith 2007, Weather and Forecasting 22:651): each resample draws n rows'
+    confidences with replacement (unless resample_rows=False) and then whether each row is right, y* ~ Bernoulli(
+    confidence), so the model is calibrated by construction; its ECE over the same bins as expected_calibration_error
+    is pure sampling noise. An observed ECE below the 95th percentile is not evidence of miscalibration.
+    """
+    conf = _confidences(probs)
+    if n_resamples < 1:
+        raise ValueError(f"n_resamples must be at least 1, got {n_resamples}.")
+    n = len(conf)
+    _, which = _bin_of(conf, n_bins)
+    rng = np.random.default_rng(seed)
+    idx = rng.integers(0, n, size=(n_resamples, n)) if resample_rows else np.broadcast_to(np.arange(n),
+                                                                                            (n_resamples, n))
+    c = conf[idx]
+    right = rng.random(c.shape) < c
+    # per resample and bin: sum of (right - confidence) = n_b (accuracy_b - mean confidence_b)
+    key = np.arange(n_resamples)[:, None] * n_bins + which[idx]
+    gaps = np.bincount(key.ravel(), weights=(right - c).ravel(), minlength=n_resamples * n_bins)
+    values = np.abs(gaps.reshape(n_resamples, n_bins)).sum(axis=1) / n
+    return {"mean": float(values.mean()), "p95": float(np.quantile(values, 0.95)), "values": values, "n": n,
+            "n_bins": n_bins, "n_resamples": n_resamples}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Sequence
 
@@ -59,12 +60,33 @@ def per_class_report(y_true: Sequence[int], y_pred: Sequence[int], names: Sequen
             for i, n in enumerate(names)}
 
 
-NEGATION = re.compile(r"(?:\b(?:not|no|never)\b|n't\b)")
+NEGATION = re.compile(r"(?:\b(?:not|no|never)\b|n't\b)")  # the original four cues, has_negation's default
+NEGATION_CUES = ("not", "n't", "no", "never", "nothing", "nobody", "none", "neither", "nor", "nowhere", "without",
+                 "hardly", "barely", "scarcely", "cannot", "lack", "lacks", "lacking")
 
 
-def has_negation(text: str) -> bool:
-    """True when the lower-cased text holds the word not, no or never, or the clitic n't."""
-    return NEGATION.search(text.lower()) is not None
+def negation_cues() -> tuple[str, ...]:
+    """The fuller negation cue list (whole words, plus the clitic n't) for has_negation(text, cues=...)."""
+    return NEGATION_CUES
+
+
+@functools.lru_cache(maxsize=32)
+def _negation_pattern(cues: tuple[str, ...]) -> re.Pattern:
+    """One regex for whole-word cues and the clitic n't (which also matches inside "don't" and SST's "does n't")."""
+    words = [c.lower() for c in cues if c.lower() != "n't"]
+    bad = [c for c in words if not re.fullmatch(r"[a-z]+", c)]
+    if bad or not cues:
+        raise ValueError(f"negation cues must be letters-only words or \"n't\", got {bad or 'none'}.")
+    parts = [r"\b(?:" + "|".join(map(re.escape, words)) + r")\b"] if words else []
+    if len(words) < len(cues):
+        parts.append(r"n['\u2019]t\b")
+    return re.compile("(?:" + "|".join(parts) + ")")
+
+
+def has_negation(text: str, cues: Sequence[str] | None = None) -> bool:
+    """True when the lower-cased text holds a cue: by default not, no, never or n't; pass negation_cues() for more."""
+    pattern = NEGATION if cues is None else _negation_pattern(tuple(cues))
+    return pattern.search(text.lower()) is not None
 
 
 def length_bucket(n_tokens: int, edges: Sequence[int] = (10, 20, 30)) -> str:
@@ -255,3 +277,128 @@ def task_metrics(task: str, predictions, labels) -> dict:
     out = {name: METRICS[name](y, pred) for name in t.metrics}
     out["score"] = float(np.mean(list(out.values())))
     return out
+
+
+# --- Paired comparisons and slice tests (notebooks 03-05: is a difference bigger than the dev set's noise?) --------
+
+def _bools(values, what: str, n: int | None = None) -> np.ndarray:
+    """A 1-D boolean array (of length n when given); ValueError otherwise."""
+    a = np.asarray(values)
+    if a.ndim != 1 or len(a) == 0 or (n is not None and len(a) != n):
+        raise ValueError(f"{what} needs a 1-D sequence of {n if n is not None else 'non-zero'} values, got shape "
+                         f"{a.shape}.")
+    return a.astype(bool)
+
+
+def paired_bootstrap_diff(y_true: Sequence[int], pred_a: Sequence[int], pred_b: Sequence[int],
+                          n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Accuracy(A) - accuracy(B) on the same rows, its paired percentile bootstrap interval and a two-sided p-value.
+
+    Each resample draws n rows with replacement and scores both models on those rows (the rows' pairing kept), with
+    the same draws as bootstrap_ci(..., seed=seed). The p-value is the centred bootstrap test (Efron & Tibshirani
+    1993, sec. 16.4): the share of resampled differences at least as far from the observed one as the observed one
+    is from 0, (1 + count) / (1 + n_resamples).
+    """
+    y, a, b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
+    if not len(y) == len(a) == len(b) or len(y) == 0 or y.ndim != 1:
+        raise ValueError(f"paired_bootstrap_diff needs three equal non-zero lengths, got {len(y)}, {len(a)}, "
+                         f"{len(b)}.")
+    if n_resamples < 1 or not 0 < level < 1:
+        raise ValueError(f"need n_resamples >= 1 and 0 < level < 1, got {n_resamples}, {level}.")
+    d = (a == y).astype(np.int64) - (b == y)  # +1: only A right, -1: only B right, 0: both or neither
+    n, observed = len(d), int(d.sum())
+    idx = np.random.default_rng(seed).integers(0, n, size=(n_resamples, n))
+    sums = d[idx].sum(axis=1)  # integer sums: the test's comparison has no rounding
+    lo, hi = np.quantile(sums / n, [(1 - level) / 2, (1 + level) / 2])
+    p = (1 + int((np.abs(sums - observed) >= abs(observed)).sum())) / (1 + n_resamples)
+    return {"difference": observed / n, "low": float(lo), "high": float(hi), "p_value": float(p), "level": level,
+            "accuracy_a": float((a == y).mean()), "accuracy_b": float((b == y).mean()), "n": n,
+            "n_resamples": n_resamples}
+
+
+def _connor_n(delta: float, discordant_rate: float, z_a: float, z_b: float) -> float:
+    """Connor's (1987) rows for McNemar's test: (z_a sqrt(psi) + z_b sqrt(psi - delta^2))^2 / delta^2."""
+    return (z_a * np.sqrt(discordant_rate) + z_b * np.sqrt(discordant_rate - delta ** 2)) ** 2 / delta ** 2
+
+
+def min_detectable_difference(n: int, discordant_rate: float, alpha: float = 0.05, power: float = 0.8) -> float:
+    """The smallest accuracy difference McNemar's test on n paired rows detects (two-sided alpha, given power).
+
+    Inverts Connor's (1987, Biometrics 43:207) normal-approximation sample size for the paired design,
+    n = (z_{1-alpha/2} sqrt(psi) + z_{power} sqrt(psi - delta^2))^2 / delta^2, for delta, where psi is the share of
+    rows on which exactly one model is right and delta = P(only A right) - P(only B right), the accuracy difference.
+    """
+    from scipy.optimize import brentq
+    from scipy.stats import norm
+
+    if n < 1 or not 0 < discordant_rate <= 1 or not 0 < alpha < 1 or not 0 < power < 1:
+        raise ValueError(f"need n >= 1, 0 < discordant_rate <= 1, 0 < alpha, power < 1; got {n}, {discordant_rate}, "
+                         f"{alpha}, {power}.")
+    z_a, z_b = norm.ppf(1 - alpha / 2), norm.ppf(power)
+    # |delta| <= psi: a difference needs that many discordant rows; the needed n falls as delta grows
+    if _connor_n(discordant_rate, discordant_rate, z_a, z_b) > n:
+        raise ValueError(f"{n} rows with {discordant_rate:.3g} of them discordant cannot reach power {power} at alpha "
+                         f"{alpha} for any difference (at most {discordant_rate:.3g}).")
+    return float(brentq(lambda delta: _connor_n(delta, discordant_rate, z_a, z_b) - n, 1e-12, discordant_rate,
+                        xtol=1e-12))
+
+
+def slice_test(correct: Sequence[bool], in_slice: Sequence[bool]) -> dict:
+    """Accuracy inside vs outside a slice (e.g. negated sentences) and Fisher's exact two-sided p-value (scipy)."""
+    from scipy.stats import fisher_exact
+
+    ok = _bools(correct, "slice_test: correct")
+    inside = _bools(in_slice, "slice_test: in_slice", len(ok))
+    if inside.all() or not inside.any():
+        raise ValueError(f"slice_test needs rows both inside and outside the slice, got {int(inside.sum())} of "
+                         f"{len(inside)} inside.")
+    table = [[int((ok & inside).sum()), int((~ok & inside).sum())], [int((ok & ~inside).sum()),
+                                                                       int((~ok & ~inside).sum())]]
+    odds, p = fisher_exact(table)
+    acc_in, acc_out = float(ok[inside].mean()), float(ok[~inside].mean())
+    return {"n_in": int(inside.sum()), "n_out": int((~inside).sum()), "accuracy_in": acc_in, "accuracy_out": acc_out,
+            "difference": acc_in - acc_out, "odds_ratio": float(odds), "p_value": float(p), "table": table}
+
+
+def slice_test_stratified(correct: Sequence[bool], in_slice: Sequence[bool], strata: Sequence,
+                          continuity: bool = True) -> dict:
+    """Cochran-Mantel-Haenszel test of slice vs correctness within strata (e.g. length buckets), as R's mantelhaen.test.
+
+    Per stratum k the 2 x 2 table [[a, b], [c, d]] (rows: in / out of the slice; columns: right / wrong) gives
+    E(a) = row_in col_right / n_k and Var(a) = row_in row_out col_right col_wrong / (n_k^2 (n_k - 1));
+    X^2 = (|sum(a - E a)| - 1/2)^2 / sum Var(a) on 1 degree of freedom (the 1/2 only with continuity and when
+    |sum(a - E a)| >= 1/2), and the Mantel-Haenszel common odds ratio sum(a d / n_k) / sum(b c / n_k).
+    Strata of one row carry no information and are skipped (counted in 'strata_skipped').
+    """
+    from scipy.stats import chi2
+
+    ok = _bools(correct, "slice_test_stratified: correct")
+    inside = _bools(in_slice, "slice_test_stratified: in_slice", len(ok))
+    groups = np.asarray(strata)
+    if groups.shape != ok.shape:
+        raise ValueError(f"slice_test_stratified needs one stratum per row, got shape {groups.shape} for {len(ok)} "
+                         "rows.")
+    delta = var = num = den = 0.0
+    per_stratum, skipped = {}, 0
+    for g in dict.fromkeys(groups.tolist()):
+        m = groups == g
+        k_ok, k_in, n_k = ok[m], inside[m], int(m.sum())
+        a, b = int((k_ok & k_in).sum()), int((~k_ok & k_in).sum())
+        c, d = int((k_ok & ~k_in).sum()), int((~k_ok & ~k_in).sum())
+        per_stratum[g] = {"n_in": a + b, "n_out": c + d,
+                          "accuracy_in": a / (a + b) if a + b else float("nan"),
+                          "accuracy_out": c / (c + d) if c + d else float("nan")}
+        if n_k < 2:
+            skipped += 1
+            continue
+        delta += a - (a + b) * (a + c) / n_k
+        var += (a + b) * (c + d) * (a + c) * (b + d) / (n_k ** 2 * (n_k - 1))
+        num, den = num + a * d / n_k, den + b * c / n_k
+    if var == 0:
+        raise ValueError("slice_test_stratified: no stratum has rows inside and outside the slice with both right and "
+                         "wrong predictions, so the strata hold no evidence either way.")
+    correction = 0.5 if continuity and abs(delta) >= 0.5 else 0.0
+    statistic = (abs(delta) - correction) ** 2 / var
+    return {"statistic": float(statistic), "p_value": float(chi2.sf(statistic, 1)),
+            "common_odds_ratio": num / den if den else (float("inf") if num else float("nan")),
+            "strata": per_stratum, "strata_skipped": skipped, "crude": slice_test(ok, inside)}
