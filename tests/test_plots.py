@@ -47,3 +47,16 @@ def test_paired_comparison_shows_both_intervals_and_the_table():
     assert a2.images[0].get_array()[0, 1] == 10 and a2.images[0].get_array()[1, 0] == 20  # A only / B only
     with pytest.raises(ValueError, match="two models"):
         plots.plot_paired_comparison({"A": cis["A"]}, counts)
+
+
+def test_reliability_with_counts_writes_each_bins_rows_and_draws_the_histogram():
+    rng = np.random.default_rng(0)
+    conf = 0.5 + 0.5 * rng.random(400)
+    probs = np.stack([1 - conf, conf], axis=1)
+    labels = (rng.random(400) < conf).astype(int)
+    fig = plots.plot_reliability_with_counts(probs, labels, n_bins=15)
+    top, bottom = fig.axes
+    count = np.histogram(conf, bins=np.linspace(0, 1, 16))[0]
+    assert sorted(int(t.get_text()) for t in top.texts) == sorted(count[count > 0].tolist())  # one count per bar
+    assert [p.get_height() for p in bottom.patches] == count.tolist() and sum(count) == 400
+    assert "8 of 15 bins" in top.get_title() and bottom.get_xlabel().startswith("confidence")

@@ -296,3 +296,48 @@ def plot_paired_comparison(cis: dict[str, dict], counts: dict[str, int], title: 
     fig.suptitle(title)
     fig.tight_layout()
     return fig
+
+
+def plot_label_budget(curves: dict[str, dict[int, Sequence[float]]], baseline: float | None = None,
+                      title: str = "Dev accuracy vs labelled examples", styles: dict[str, str] | None = None):
+    """Mean accuracy per size (log x) with error bars of ± one sd over the draws, one line per arm."""
+    fig, ax = plt.subplots(figsize=FIGSIZE)
+    for name, curve in curves.items():
+        ns = sorted(curve)
+        means = [float(np.mean(curve[n])) for n in ns]
+        sds = [float(np.std(curve[n], ddof=1)) if len(curve[n]) > 1 else 0.0 for n in ns]
+        ax.errorbar(ns, means, yerr=sds, fmt=(styles or {}).get(name, "o-"), capsize=3, label=name)
+    if baseline is not None:
+        ax.axhline(baseline, color="grey", ls=":", label=f"majority class ({baseline:.3f})")
+    ax.set_xscale("log")
+    return _finish(fig, ax, "labelled training rows (log scale; bars: ± 1 sd over draws)", "dev accuracy", title)
+
+
+def plot_reliability_with_counts(probs: np.ndarray, labels: Sequence[int], n_bins: int = 15,
+                                 title: str = "Reliability diagram"):
+    """Accuracy per confidence bin with each bin's row count written on it, and the confidence histogram below."""
+    from .calibration import bins_reached, expected_calibration_error, reliability_curve
+
+    c = reliability_curve(probs, labels, n_bins)
+    edges, count, used = c["edges"], c["count"], c["count"] > 0
+    width = edges[1] - edges[0]
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(FIGSIZE[0], FIGSIZE[1] * 1.6), sharex=True,
+                                      gridspec_kw={"height_ratios": [3, 1]})
+    top.bar(edges[:-1][used], c["accuracy"][used], width=width, align="edge", edgecolor="k", alpha=0.7,
+            label="accuracy in bin")
+    top.plot([0, 1], [0, 1], "k--", lw=1, label="perfect calibration")
+    top.plot(c["confidence"][used], c["accuracy"][used], "o", color="C3", ms=3, label="(mean conf., acc.)")
+    for left, k in zip(edges[:-1][used], count[used], strict=True):  # each bin's rows, at the foot of its bar
+        top.text(left + width / 2, 0.02, f"{k:,}", ha="center", va="bottom", fontsize=7)
+    top.set_ylim(0, 1.02)
+    top.set_ylabel("accuracy")
+    top.legend(fontsize=7, loc="upper left")
+    ece = expected_calibration_error(probs, labels, n_bins)
+    top.set_title(f"{title} (ECE {ece:.3f}; {bins_reached(probs, n_bins)} of {n_bins} bins hold rows; "
+                  f"n = {int(count.sum()):,})", fontsize=10)
+    bottom.bar(edges[:-1], count, width=width, align="edge", edgecolor="k", color="C7")
+    bottom.set_ylabel("rows")
+    bottom.set_xlabel("confidence (top-label probability)")
+    bottom.set_xlim(max(0.0, edges[:-1][used].min() - width), 1)
+    fig.tight_layout()
+    return fig
