@@ -296,7 +296,7 @@ def paired_bootstrap_diff(y_true: Sequence[int], pred_a: Sequence[int], pred_b: 
 
     Each resample draws n rows with replacement and scores both models on those rows (the rows' pairing kept), with
     the same draws as bootstrap_ci(..., seed=seed). The p-value is the centred bootstrap test (Efron & Tibshirani
-    1993, sec. 16.4): the share of resampled differences at least as far from the observed one as the observed one
+    1993, ch. 16): the share of resampled differences at least as far from the observed one as the observed one
     is from 0, (1 + count) / (1 + n_resamples).
     """
     y, a, b = (np.asarray(v) for v in (y_true, pred_a, pred_b))
