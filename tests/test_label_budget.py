@@ -63,7 +63,7 @@ def test_bag_of_pieces_learns_from_scratch():
     ids = [list(rng.integers(3, 50, 6)) + [1 if t else 2] for t in y]
     res = train_bag_of_pieces(ids[:200], y[:200], ids[200:], y[200:], vocab_size=50, steps=200, seed=0)
     assert res.validation_accuracy > 0.95 and res.accuracy(ids[200:], y[200:]) == res.validation_accuracy
-    assert res.params["lr"] in (3e-3, 1e-2, 3e-2) and 1 <= res.params["epoch"] <= res.params["epochs"]
+    assert res.params["lr"] in (1e-2, 3e-2, 1e-1) and 1 <= res.params["step"] <= res.params["steps"]
 
 
 def test_learnt_wordpiece_and_packed_blocks():
