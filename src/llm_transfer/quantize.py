@@ -3,8 +3,9 @@
 Both return a new model (the one passed in is left as it is) that `training.predict_proba` and
 `training.predict_logits` take as they are, with their default `bf16` setting or any other. Measured on the
 872 SST-2 dev sentences (benchmarks/bench_inference.py, results in benchmarks/results/inference.md): on a CPU
-with native bf16 (AVX512-BF16 or AMX), bf16 weights are the faster choice (no per-batch weight casts under
-autocast); int8 beats fp32 but not bf16 there, so it is the lever for CPUs without native bf16.
+with native bf16 (AVX512-BF16 or AMX), bf16 weights are the fastest (2.28x `pipeline` at its best; no per-batch
+weight casts as under autocast); int8 beats fp32 (2.4x) and bf16 autocast there but not bf16 weights, so it is the
+lever for CPUs without native bf16.
 """
 
 from __future__ import annotations
