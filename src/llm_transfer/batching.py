@@ -10,6 +10,10 @@ from torch.utils.data import DataLoader, Sampler
 from transformers import DataCollatorWithPadding
 
 MODEL_COLUMNS = ["input_ids", "attention_mask", "label"]
+# the segment of each token in a sentence pair ([CLS] a [SEP] -> 0, b [SEP] -> 1): passed to the model only when a
+# row has a second segment; all 0 (one sentence) is what BERT assumes when it is left out, so single sentences
+# give the model exactly the batches they always did (and models without segments never see the column)
+SEGMENT_COLUMN = "token_type_ids"
 
 
 class LengthGroupedBatchSampler(Sampler[list[int]]):
@@ -92,13 +96,24 @@ def padding_stats(lengths: Sequence[int], batches: Sequence[Sequence[int]]) -> d
     return {"real_tokens": real, "processed_tokens": processed, "real_fraction": real / max(processed, 1)}
 
 
+def _segments(ds) -> list[str]:
+    """[SEGMENT_COLUMN] when some row of a tokenized dataset has a token in segment 1 (a sentence pair), else []."""
+    if SEGMENT_COLUMN not in ds.column_names or len(ds) == 0:
+        return []
+    import pyarrow.compute as pc
+
+    ids = ds.with_format("arrow")[SEGMENT_COLUMN]
+    top = pc.max(pc.list_flatten(ids)).as_py()
+    return [SEGMENT_COLUMN] if top else []
+
+
 def make_loader(ds, tokenizer, batch_size: int, seed: int = 0, group_by_length: bool = True,
                 shuffle: bool = True, num_shards: int = 1, shard_index: int = 0) -> DataLoader:
     """A DataLoader over a tokenized dataset: length-grouped (or random) batches, padded per batch.
 
     num_shards / shard_index: this process's slice of every training batch (several processes).
     """
-    ds = ds.select_columns([c for c in MODEL_COLUMNS if c in ds.column_names])
+    ds = ds.select_columns([c for c in MODEL_COLUMNS if c in ds.column_names] + _segments(ds))
     lengths = [len(x) for x in ds["input_ids"]]
     collate = DataCollatorWithPadding(tokenizer, return_tensors="pt")
     if shuffle:

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict
+from dataclasses import asdict, replace
 from pathlib import Path
 
 from .checkpoints import read_metrics, recover, run_lock, verify_manifest
@@ -34,6 +34,29 @@ def sst2_recipe(settings: Settings) -> tuple[TrainConfig, int | None]:
     # Full data: the classic BERT recipe (3 epochs, lr 5e-5, 10 % warm-up); 2 epochs at lr 1e-4 gave 0.8956 dev.
     cfg = TrainConfig(epochs=3, batch_size=32, lr=5e-5, warmup_ratio=0.1, max_length=128, seed=settings.seed)
     return cfg, None
+
+
+def task_run(settings: Settings, task: str) -> str:
+    """The run folder's name of a GLUE task's fine-tune: SST-2's own (finetune_run), else 'glue-<task>'."""
+    from .glue import get_task
+
+    name = get_task(task).name
+    return finetune_run(settings) if name == "sst2" else f"glue-{name}"
+
+
+def task_recipe(settings: Settings, task: str) -> tuple[TrainConfig, int | None]:
+    """Hyper-parameters and training-set size of a GLUE task for the settings' mode (SST-2: sst2_recipe).
+
+    SST-2's recipe for the mode and model (quick: 6,000 rows, 1 epoch at lr 1e-4, max length 64; full: every row, 3
+    epochs at lr 5e-5, max length 128), with room for both sentences of a pair: max length 128 in both modes.
+    """
+    from .glue import get_task
+
+    t = get_task(task)
+    if t.name == "sst2":
+        return sst2_recipe(settings)
+    cfg, rows = sst2_recipe(settings)
+    return replace(cfg, max_length=128 if t.is_pair else cfg.max_length), rows
 
 
 def sst2_inputs(settings: Settings) -> tuple[TrainConfig, object, object, object]:

@@ -65,8 +65,8 @@ class FineTuneResult:
 
     @property
     def best(self) -> dict:
-        """The epoch with the highest validation accuracy."""
-        return max(self.history, key=lambda h: h["eval_accuracy"])
+        """The epoch with the highest validation accuracy (with a task: its GLUE score, see `best_key`)."""
+        return max(self.history, key=best_key)
 
     @property
     def examples_per_second(self) -> float:
@@ -74,9 +74,23 @@ class FineTuneResult:
         return self.examples_seen / self.train_seconds if self.train_seconds else float("nan")
 
 
+def best_key(rec: dict) -> float:
+    """What picks the best epoch: the task's GLUE score (runs given a task), else the validation accuracy."""
+    return rec["eval_score"] if "eval_score" in rec else rec["eval_accuracy"]
+
+
+_SHORT = {"accuracy": "acc", "matthews_correlation": "mcc", "pearson": "pearson", "spearman": "spearman", "f1": "f1"}
+
+
 def epoch_line(rec: dict, epochs: int) -> str:
     """One history record as the line `fine_tune` logs after each epoch."""
-    return (f"epoch {rec['epoch']}/{epochs}: train loss {rec['train_loss']:.4f} | dev acc {rec['eval_accuracy']:.4f} "
+    if "task" in rec:  # a run given a task: its GLUE metrics (STS-B: Pearson and Spearman, no accuracy)
+        from .glue import get_task
+
+        dev = " | ".join(f"dev {_SHORT.get(m, m)} {rec[f'eval_{m}']:.4f}" for m in get_task(rec["task"]).metrics)
+    else:
+        dev = f"dev acc {rec['eval_accuracy']:.4f}"
+    return (f"epoch {rec['epoch']}/{epochs}: train loss {rec['train_loss']:.4f} | {dev} "
             f"| dev loss {rec['eval_loss']:.4f} | {rec['examples_per_second']:.0f} ex/s | {rec['train_seconds']:.0f} s")
 
 
@@ -95,14 +109,29 @@ def _optimizer(model, cfg: TrainConfig) -> torch.optim.Optimizer:
 
 @torch.no_grad()
 def evaluate(model, ds, tokenizer, batch_size: int = 128, device: str | torch.device | None = None,
-             bf16: bool | None = None, precision: str | None = None) -> dict:
-    """Accuracy and mean cross-entropy on a tokenized, labelled dataset."""
+             bf16: bool | None = None, precision: str | None = None, task: str | None = None) -> dict:
+    """Accuracy and mean cross-entropy on a tokenized, labelled dataset.
+
+    With a GLUE task (glue.TASKS), also the task's metrics (metrics.task_metrics: e.g. matthews_correlation and
+    score); for a regression task (STS-B) the loss is the mean squared error and there is no accuracy.
+    """
     logits = predict_logits(model, tokenizer, ds, batch_size=batch_size, device=device, bf16=bf16,
                             precision=precision)
     labels = np.asarray(ds["label"])
+    if task is not None:
+        from .glue import get_task
+        from .metrics import task_metrics
+
+        if get_task(task).is_regression:
+            scores = logits[:, 0].astype(np.float64)
+            return {**task_metrics(task, scores, labels), "loss": float(((scores - labels) ** 2).mean()),
+                    "n": int(len(labels))}
     logp = torch.log_softmax(torch.from_numpy(logits).float(), dim=-1).numpy()
-    return {"accuracy": float((logits.argmax(-1) == labels).mean()),
-            "loss": float(-logp[np.arange(len(labels)), labels].mean()), "n": int(len(labels))}
+    out = {"accuracy": float((logits.argmax(-1) == labels).mean()),
+           "loss": float(-logp[np.arange(len(labels)), labels].mean()), "n": int(len(labels))}
+    if task is not None:
+        out = {**task_metrics(task, logits, labels), **out}
+    return out
 
 
 @torch.no_grad()
@@ -158,7 +187,7 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
               resume: bool = True, device: str | None = None, log=print,
               stop_after: int | None = None, progress: bool = True, checkpoint_steps: int | None = None,
               checkpoint_minutes: float | None = DEFAULT_CHECKPOINT_MINUTES,
-              data_source: str | None = None) -> FineTuneResult:
+              data_source: str | None = None, task: str | None = None) -> FineTuneResult:
     """Fine-tune `model` on tokenized `train_ds`, evaluating on `eval_ds` after each epoch.
 
     With `output_dir`, each epoch writes `last/` (with optimizer state, for resuming) and, when the
@@ -172,9 +201,18 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
     `progress=False` hides the per-step progress bar (the one line per epoch stays). While it trains into
     `output_dir`, the run holds that folder's lock (checkpoints.run_lock): a second process waits.
     `data_source` names where the rows came from in the checkpoint (default: what load_sst2 recorded).
+    `task` (a GLUE task name, glue.TASKS): each epoch is scored with the task's metrics (history keys eval_<metric>,
+    eval_score and "task"; no eval_accuracy for STS-B), the best epoch is the one with the best GLUE score, and the
+    task is recorded in the checkpoint (train_args.json, identity), so a run of one task never resumes another's.
+    Without it: SST-2's accuracy, as before.
     """
+    if task is not None:
+        from .glue import get_task
+
+        task = get_task(task).name
     opts = dict(resume=resume, device=device, log=log, stop_after=stop_after, progress=progress,
-                checkpoint_steps=checkpoint_steps, checkpoint_minutes=checkpoint_minutes, data_source=data_source)
+                checkpoint_steps=checkpoint_steps, checkpoint_minutes=checkpoint_minutes, data_source=data_source,
+                task=task)
     if output_dir is None:
         return _fine_tune(model, tokenizer, train_ds, eval_ds, cfg, None, **opts)
     with run_lock(output_dir, log=log):
@@ -183,7 +221,7 @@ def fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir:
 
 def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir: str | Path | None, *, resume: bool,
                device: str | None, log, stop_after: int | None, progress: bool, checkpoint_steps: int | None,
-               checkpoint_minutes: float | None, data_source: str | None) -> FineTuneResult:
+               checkpoint_minutes: float | None, data_source: str | None, task: str | None) -> FineTuneResult:
     """The body of `fine_tune` (called with the run folder's lock held)."""
     # Accelerate keeps one state per process and refuses a second Accelerator with another precision or device.
     # So the Accelerator is asked for neither: it handles processes (DDP, gradient sync, the main process) while
@@ -219,6 +257,9 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
             f"slice of every {cfg.batch_size}-row batch")
     result = FineTuneResult()
     args = {**asdict(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
+    recipe = asdict(cfg) if task is None else {**asdict(cfg), "task": task}  # SST-2's identity as it always was
+    if task is not None:
+        args["task"] = task
     machine = describe(str(run_device))
     run = _Run(accelerator, tokenizer, args, Path(output_dir) if output_dir is not None else None, result,
                cfg.epochs, steps_per_epoch)
@@ -226,7 +267,7 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
     if run.out is not None:
         start = accelerator.unwrap_model(model)
         run.identity = run_identity(model_identity(start), data_identity(train_ds, eval_ds, data_source), cfg.seed,
-                                    asdict(cfg))
+                                    recipe)
         state = run.resume_from(start, optimizer, scheduler, scaler, resume, log)
         start_epoch, start_step = state.get("epoch", 0), state.get("step", 0)
     end_epoch = cfg.epochs if stop_after is None else min(cfg.epochs, start_epoch + stop_after)
@@ -280,14 +321,21 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
             result.train_seconds += time.perf_counter() - t0
             result.examples_seen += seen - (state.get("seen", 0) if skip else 0)
             ev = evaluate(accelerator.unwrap_model(model), eval_ds, tokenizer, cfg.eval_batch_size, run_device,
-                          precision=precision)  # in the run's own precision
+                          precision=precision, task=task)  # in the run's own precision
             rows, loss_total = seen, loss_sum
             if procs > 1:  # every process's rows and losses together
                 rows, loss_total = accelerator.reduce(torch.tensor([seen, loss_sum], dtype=torch.float64), "sum")
                 rows, loss_total = int(rows), float(loss_total)
-            rec = {"epoch": epoch + 1, "train_loss": loss_total / max(rows, 1), "eval_accuracy": ev["accuracy"],
+            if task is None:
+                dev = {"eval_accuracy": ev["accuracy"]}
+            else:  # the task's metrics, accuracy first where there is one, then eval_score
+                dev = {f"eval_{k}": v for k, v in sorted(ev.items(), key=lambda kv: kv[0] != "accuracy")
+                       if k not in ("loss", "n")}
+            rec = {"epoch": epoch + 1, "train_loss": loss_total / max(rows, 1), **dev,
                    "eval_loss": ev["loss"], "train_seconds": dt, "examples_per_second": rows / dt,
                    "train_rows_seen": rows, "processes": procs, "hardware": machine, "precision": precision}
+            if task is not None:
+                rec["task"] = task
             result.history.append(rec)
             log(epoch_line(rec, cfg.epochs))
             if run.out is not None:
@@ -367,7 +415,7 @@ class _Run:
     def _metrics(self) -> dict:
         """metrics.json: the finished epochs and the best of them."""
         history = self.result.history
-        return {"history": history, "best": max(history, key=lambda h: h["eval_accuracy"]) if history else None}
+        return {"history": history, "best": max(history, key=best_key) if history else None}
 
     def save_last(self, model, optimizer, scheduler, scaler, epoch: int, step: int, progress: dict | None) -> None:
         """`last/` with everything a resume needs: at an epoch's end (step 0) or after `step` batches of `epoch`."""
