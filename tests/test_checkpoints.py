@@ -242,20 +242,23 @@ def test_ensure_finetuned_reuses_only_a_run_of_the_same_identity(monkeypatch, tm
     assert all(str(tmp_path) not in m for m in logs)
 
 
-def test_pretrained_lm_of_another_seed_is_replaced(monkeypatch, tmp_path, sst2_dir):
-    from llm_transfer import lm
+def test_pretrained_lm_of_another_seed_is_replaced(monkeypatch, tmp_path):
+    from llm_transfer import corpora, lm, source_lm
     from llm_transfer.settings import get_settings
 
-    budget = dict(sentences=120, steps=2, batch_size=8, lr=1e-3, n_layer=1, n_head=2, d_model=16, dropout=0.0,
-                  tie_embeddings=False, eval_every=2, eval_sentences=5)
-    monkeypatch.setattr(lm, "pretrain_budget", lambda settings: budget)
+    if corpora.find_shared_data() is None:
+        pytest.skip("no shared data folder (../shared/data)")
+    budget = dict(articles=40, vocab_size=200, train_tokens=1024, block_size=32, batch_size=8, lr=1e-3, n_layer=1,
+                  n_head=2, d_model=16, dropout=0.0, tie_embeddings=False, eval_every=2, heldout_blocks=2)
+    monkeypatch.setattr(source_lm, "pretrain_budget", lambda settings: budget)
     logs: list[str] = []
     for seed in (0, 1):
-        lm.get_pretrained_lm(get_settings(data=sst2_dir, mode="quick", artifacts=tmp_path, device="cpu", seed=seed),
+        lm.get_pretrained_lm(get_settings(mode="quick", artifacts=tmp_path, device="cpu", seed=seed),
                              log=logs.append)
     said = [m for m in logs if "replacing it" in m]
-    assert len(said) == 1 and "tiny-lm: holds a TinyGPT of " in said[0] and "another seed (0 there, 1 now)" in said[0]
-    assert "other training rows" in said[0]  # the seed also picks the held-out split
+    assert len(said) == 1 and "tiny-lm-wiki: holds a TinyGPT of " in said[0]
+    assert "another seed (0 there, 1 now)" in said[0]
+    assert "other training rows" in said[0]  # the seed also picks the held-out articles and their order
 
 
 # --- crash safety ----------------------------------------------------------------------------------------

@@ -136,16 +136,28 @@ def test_classifier_trains_with_the_series_fine_tune_loop(tokenizer, sst2):
     assert len(res.history) == 1 and ev["n"] == 64 and 0.0 <= ev["accuracy"] <= 1.0
 
 
-def test_pretrained_lm_artefact_round_trip(monkeypatch, tmp_path, sst2_dir):
+TINY_BUDGET = dict(articles=30, vocab_size=300, train_tokens=2048, block_size=32, batch_size=8, lr=1e-3, n_layer=1,
+                   n_head=2, d_model=32, dropout=0.0, tie_embeddings=False, eval_every=4, heldout_blocks=4)
+
+
+@pytest.fixture
+def tiny_source(monkeypatch):
+    """source_lm with a budget of a few Wikipedia articles and steps (skipped without the shared corpus)."""
+    from llm_transfer import corpora, source_lm
+
+    if corpora.find_shared_data() is None:
+        pytest.skip("no shared data folder (../shared/data)")
+    monkeypatch.setattr(source_lm, "pretrain_budget", lambda settings: dict(TINY_BUDGET))
+    return source_lm
+
+
+def test_pretrained_lm_artefact_round_trip(tiny_source, tmp_path):
     from llm_transfer.settings import get_settings
 
-    budget = dict(sentences=300, steps=3, batch_size=8, lr=1e-3, n_layer=1, n_head=2, d_model=32, dropout=0.0,
-                  tie_embeddings=False, eval_every=3, eval_sentences=10)
-    monkeypatch.setattr(lm, "pretrain_budget", lambda settings: budget)
-    S = get_settings(data=sst2_dir, mode="quick", artifacts=tmp_path, device="cpu")
+    S = get_settings(mode="quick", artifacts=tmp_path, device="cpu")
     logs: list[str] = []
     model, tok = lm.get_pretrained_lm(S, log=logs.append)
-    assert (S.run_dir(lm.PRETRAIN_RUN) / "model.safetensors").is_file()
+    assert (S.run_dir(lm.PRETRAIN_RUN) / "model.safetensors").is_file() and len(tok) <= 300
     again, _ = lm.get_pretrained_lm(S, log=logs.append)
     assert logs[-1].startswith("reusing")
     ids = tok(["a gripping , funny film", "dull"], padding=True, return_tensors="pt")
@@ -154,8 +166,47 @@ def test_pretrained_lm_artefact_round_trip(monkeypatch, tmp_path, sst2_dir):
         b = again(ids["input_ids"], ids["attention_mask"])
     assert torch.equal(a, b)
     meta = lm.read_lm_meta(S.run_dir(lm.PRETRAIN_RUN))
-    assert meta["budget"] == budget and len(meta["history"]) == 1
+    assert meta["budget"] == TINY_BUDGET and len(meta["history"]) == 2  # 8 steps, a row every 4
+    assert meta["history"][-1]["targets"] == 8 * 8 * 31  # 8 steps x 8 blocks x 31 predicted tokens per block
     assert model.head.weight is not model.tok_emb.weight  # the budget's tie_embeddings=False reached the model
+
+
+def test_source_corpus_holds_out_whole_articles(tiny_source, tmp_path):
+    from llm_transfer.overlap import overlap
+    from llm_transfer.settings import get_settings
+
+    c = tiny_source.source_corpus(get_settings(mode="quick", artifacts=tmp_path, device="cpu"), log=lambda *a: None)
+    assert c.train_articles + c.heldout_articles == 30 and c.heldout_articles >= 1
+    assert c.train_blocks.shape == (2048 // 32, 32) and int(c.train_blocks.max()) < len(c.tokenizer)
+    decoded = c.tokenizer.decode(c.train_blocks[0].tolist(), skip_special_tokens=True)
+    assert decoded.split()[0] in c.train_texts[0].lower()  # blocks are cut from the training paragraphs, in order
+    held = [p for d in c.heldout_docs for p in d.split("\n") if len(p.split()) >= 8]
+    assert overlap(c.train_texts, held).whole == 0
+
+
+def test_pretrained_lm_of_another_budget_is_replaced(tiny_source, tmp_path, monkeypatch):
+    from llm_transfer.settings import get_settings
+
+    S = get_settings(mode="quick", artifacts=tmp_path, device="cpu")
+    lm.get_pretrained_lm(S, log=lambda *a: None)
+    monkeypatch.setattr(tiny_source, "pretrain_budget", lambda settings: {**TINY_BUDGET, "lr": 2e-3})
+    logs: list[str] = []
+    lm.get_pretrained_lm(S, log=logs.append)
+    said = [m for m in logs if "replacing it" in m]
+    assert len(said) == 1 and str(tmp_path) not in said[0]  # no absolute path in the message
+
+
+def test_packed_blocks_train_on_whole_blocks_in_random_order():
+    blocks = torch.randint(5, V, (10, 12))
+    model = tiny()
+    losses: list[float] = []
+    hist = lm.train_lm(model, blocks, blocks[:2], steps=6, batch_size=4, lr=1e-3, eval_every=3, log=lambda *a: None,
+                       step_losses=losses)
+    assert len(losses) == 6 and hist[-1]["targets"] == 6 * 4 * 11
+    seen = torch.cat([b for _, b in zip(range(5), lm.block_batches(10, 4, seed=0), strict=False)])
+    assert sorted(seen[:8].tolist()) == sorted(set(seen[:8].tolist()))  # no block twice within a pass
+    again = [b for _, b in zip(range(5), lm.block_batches(10, 4, seed=0), strict=False)]
+    assert torch.equal(torch.cat(again), seen)
 
 
 def test_load_lm_missing_folder_is_a_clear_error(tmp_path):
@@ -202,79 +253,3 @@ def test_classifier_mean_pooling_averages_real_tokens_only():
         assert torch.allclose(clf(padded, mask).logits, by_hand, atol=1e-5)
     with pytest.raises(ValueError, match="pooling"):
         lm.LMClassifier(tiny(), pooling="max")
-
-
-def test_pretrained_lm_without_target_counts_is_replaced(monkeypatch, tmp_path, sst2_dir):
-    """An artefact from before train_lm counted targets is retrained, so notebook 02 can read history['targets']."""
-    import json
-
-    from llm_transfer.settings import get_settings
-
-    budget = dict(sentences=200, steps=2, batch_size=8, lr=1e-3, n_layer=1, n_head=2, d_model=32, dropout=0.0,
-                  tie_embeddings=False, eval_every=2, eval_sentences=10)
-    monkeypatch.setattr(lm, "pretrain_budget", lambda settings: budget)
-    S = get_settings(data=sst2_dir, mode="quick", artifacts=tmp_path, device="cpu")
-    lm.get_pretrained_lm(S, log=lambda *a: None)
-    cfg = S.run_dir(lm.PRETRAIN_RUN) / "config.json"
-    meta = json.loads(cfg.read_text())
-    assert meta["history"][-1]["targets"] > 0
-    for row in meta["history"]:
-        del row["targets"]
-    cfg.write_text(json.dumps(meta))
-    logs: list[str] = []
-    lm.get_pretrained_lm(S, log=logs.append)
-    assert "replacing it" in logs[0] and str(tmp_path) not in logs[0]  # no absolute path in the message
-    assert "targets" in lm.read_lm_meta(S.run_dir(lm.PRETRAIN_RUN))["history"][-1]
-
-
-def test_train_lm_stops_at_a_step_end_on_sigterm():
-    """SIGTERM (kill, timeout, a job scheduler) mid-step: the step finishes, one line says where, then Terminated."""
-    import os
-    import signal
-
-    from llm_transfer import checkpoints
-    from llm_transfer.resume import Terminated
-
-    class Died(Exception):
-        """Stands for SIGTERM's default action: the process ends mid-step."""
-
-    def dies(signum, frame):
-        raise Died
-
-    gen = torch.Generator().manual_seed(0)
-    seqs = [torch.randint(5, V, (int(n),), generator=gen).tolist() for n in torch.randint(4, 12, (40,), generator=gen)]
-    run = dict(steps=10, batch_size=8, eval_every=5, bf16=False)
-    snapshot = {}
-
-    def reference_hook(e: str) -> None:  # the weights after 2 steps of the same 10-step run, then stop
-        if e == "lm backward 3":
-            snapshot.update({k: v.clone() for k, v in model.state_dict().items()})
-            raise Died
-
-    model = tiny().train()
-    checkpoints.set_event_hook(reference_hook)
-    try:
-        with pytest.raises(Died):
-            lm.train_lm(model, seqs[:32], seqs[32:], log=lambda *a: None, **run)
-    finally:
-        checkpoints.set_event_hook(None)
-    seen, logs = [], []
-
-    def hook(e: str) -> None:
-        seen.append(e)
-        if e == "lm backward 2":
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    model = tiny().train()
-    before = signal.signal(signal.SIGTERM, dies)
-    checkpoints.set_event_hook(hook)
-    try:
-        with pytest.raises(Terminated):  # a KeyboardInterrupt: notebooks and callers catch it as one
-            lm.train_lm(model, seqs[:32], seqs[32:], log=logs.append, **run)
-        assert signal.getsignal(signal.SIGTERM) is dies  # the caller's handler is put back
-    finally:
-        checkpoints.set_event_hook(None)
-        signal.signal(signal.SIGTERM, before)
-    assert seen == ["lm backward 1", "lm backward 2"]
-    assert logs[-1].startswith("stopped by SIGTERM after step 2/10: ") and "nothing was saved" in logs[-1]
-    assert all(torch.equal(v, snapshot[k]) for k, v in model.state_dict().items())  # step 2 finished, no step 3

@@ -115,6 +115,10 @@ def rows_fingerprint(rows) -> str:
         lengths = pc.list_value_length(ids).to_numpy(zero_copy_only=False)
         flat = pc.list_flatten(ids).to_numpy(zero_copy_only=False)
         labels = table.column("label").to_numpy() if "label" in table.column_names else np.zeros(0)
+    elif isinstance(rows, (np.ndarray, torch.Tensor)) and rows.ndim == 2:  # packed blocks: the same bytes, fast
+        flat = np.asarray(rows).reshape(-1)
+        lengths = np.full(len(rows), rows.shape[1])
+        labels = np.zeros(0)
     else:
         seqs = [list(s) for s in rows]
         lengths = np.array([len(s) for s in seqs])

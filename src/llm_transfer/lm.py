@@ -1,8 +1,8 @@
 """Pretraining the small language models of `tinylm.py`: corpus, objectives, training loop, the cached artefact, use.
 
-Jobs, in file order: the pretraining text and its compact vocabulary; the two objectives (next word, masked word)
-and their evaluation; the training loop; the series' pretrained TinyGPT (budget, save / load, `get_pretrained_lm`
-writes it once, notebook 03 reuses it); sampling and filling in blanks. The models themselves are in `tinylm.py`
+Jobs, in file order: the compact vocabulary; the two objectives (next word, masked word) and their evaluation; the
+training loop (sentences or packed blocks); building, saving and loading the models (the series' Wikipedia-pretrained
+TinyGPT itself is `source_lm.py`'s); sampling and filling in blanks. The models themselves are in `tinylm.py`
 and are re-exported here, so `from llm_transfer.lm import TinyGPT, LMClassifier` keeps working.
 """
 
@@ -25,12 +25,11 @@ from safetensors.torch import load_model, save_model
 from torch import nn
 
 from .batching import LengthGroupedBatchSampler
-from .checkpoints import atomic_dir, event, recover, verify_manifest
+from .checkpoints import atomic_dir, event, verify_manifest
 from .hardware import bf16_autocast
-from .identity import describe_mismatch, differences, rows_fingerprint, run_identity
 from .masking import IGNORE_INDEX, mask_tokens
 from .resume import HeldInterrupt
-from .settings import HUB_DATA, Settings, display_path
+from .settings import Settings
 from .tinylm import (  # noqa: F401  (re-exported: the models' historical home)
     LSTMLM,
     Block,
@@ -42,8 +41,7 @@ from .tinylm import (  # noqa: F401  (re-exported: the models' historical home)
     count_body_parameters,
 )
 
-PRETRAIN_RUN = "tiny-lm"  # artifacts/<mode>/tiny-lm/{model.safetensors, config.json, history.json}
-HELDOUT_FRAC = 0.05
+PRETRAIN_RUN = "tiny-lm-wiki"  # source_lm.PRETRAIN_RUN: artifacts/<mode>/tiny-lm-wiki/
 
 
 def build_vocab(sequences: Sequence[Sequence[int]], special_ids: Sequence[int]) -> list[int]:
@@ -98,6 +96,8 @@ def masked_lm_objective(model: nn.Module, tokenizer, prob: float = 0.15) -> Call
 def evaluate_lm(model: nn.Module, seqs: Sequence[Sequence[int]], loss_fn: Callable = causal_lm_loss,
                 batch_size: int = 256, pad_id: int = 0, seed: int = 0) -> dict[str, float]:
     """Token-weighted mean loss (nats per predicted token) and perplexity exp(loss) over sequences."""
+    if len(seqs) == 0:
+        raise ValueError("evaluate_lm: no held-out sequences to score.")
     was_training = model.training
     model.eval()
     gen = torch.Generator().manual_seed(seed)  # the same masks at every evaluation
@@ -120,12 +120,30 @@ def _length_grouped(seqs: Sequence[Sequence[int]], batch_size: int, seed: int) -
         yield from sampler
 
 
-def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence[Sequence[int]], steps: int,
-             batch_size: int = 64, lr: float = 2e-3, loss_fn: Callable = causal_lm_loss, eval_every: int = 50,
-             seed: int = 0, pad_id: int = 0, log: Callable = print, bf16: bool | None = None) -> list[dict]:
-    """AdamW, warmup and cosine decay, length-grouped batches; held-out loss every eval_every steps.
+def block_batches(n_blocks: int, batch_size: int, seed: int) -> Iterator[torch.Tensor]:
+    """Endless batches of block indices: a new random order (torch.randperm) every pass over the blocks."""
+    gen = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(n_blocks, generator=gen)
+        for i in range(0, n_blocks - batch_size + 1, batch_size):
+            yield order[i:i + batch_size]
 
-    Each history row: step, mean train loss since the last row, held-out loss, predicted targets so far, seconds.
+
+def lr_schedule(steps: int) -> Callable[[int], float]:
+    """The learning-rate factor at each step: linear warm-up over 10 % of the steps, then cosine decay to 10 %."""
+    warmup = max(1, steps // 10)
+    return lambda s: min(1.0, (s + 1) / warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps)))
+
+
+def train_lm(model: nn.Module, train: Sequence[Sequence[int]] | torch.Tensor, heldout: Sequence[Sequence[int]],
+             steps: int, batch_size: int = 64, lr: float = 2e-3, loss_fn: Callable = causal_lm_loss,
+             eval_every: int = 50, seed: int = 0, pad_id: int = 0, log: Callable = print, bf16: bool | None = None,
+             step_losses: list[float] | None = None) -> list[dict]:
+    """AdamW, warmup and cosine decay; held-out loss every eval_every steps.
+
+    `train` is either sentences (lists of ids: length-grouped, padded batches) or a 2-D tensor of packed blocks
+    (batches of whole blocks in a random order per pass, no padding). Each history row: step, mean train loss since
+    the last row, held-out loss, predicted targets so far, seconds. `step_losses`, if given, receives every step's loss.
 
     bf16=None: bf16 autocast for the training steps where the device has native bf16 (held-out losses stay fp32).
     A first Ctrl-C / "interrupt kernel" (SIGINT) or SIGTERM ends the run after the current step, with one line
@@ -135,15 +153,18 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     opt = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01, betas=(0.9, 0.98))
-    warmup = max(1, steps // 10)
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup) * (
-        0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(s, steps) / steps))))
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_schedule(steps))
     history, run_loss, run_n, seen, t0 = [], 0.0, 0, 0, time.perf_counter()
-    batches = _length_grouped(train, batch_size, seed)
+    packed = isinstance(train, torch.Tensor)
+    batches = block_batches(len(train), batch_size, seed) if packed else _length_grouped(train, batch_size, seed)
     model.train()
     with HeldInterrupt() as held:
         for step in range(1, steps + 1):
-            ids, mask = pad_batch([train[i] for i in next(batches)], pad_id)
+            if packed:
+                ids = train[next(batches)]
+                mask = torch.ones_like(ids)
+            else:
+                ids, mask = pad_batch([train[i] for i in next(batches)], pad_id)
             with bf16_autocast(device, bf16):
                 loss, k = loss_fn(model, ids.to(device), mask.to(device), gen)
             opt.zero_grad(set_to_none=True)
@@ -153,6 +174,8 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
             opt.step()
             sched.step()
             run_loss, run_n, seen = run_loss + loss.item() * k, run_n + k, seen + k
+            if step_losses is not None:
+                step_losses.append(loss.item())
             if step % eval_every == 0 or step == steps:
                 ev = evaluate_lm(model, heldout, loss_fn, pad_id=pad_id, seed=seed)
                 history.append({"step": step, "train_loss": run_loss / run_n, "heldout_loss": ev["loss"],
@@ -169,50 +192,23 @@ def train_lm(model: nn.Module, train: Sequence[Sequence[int]], heldout: Sequence
     return history
 
 
-# --- the series' pretrained TinyGPT ----------------------------------------------------------------------
+# --- building, saving and loading the series' small LMs ----------------------------------------------------
 
-def pretrain_budget(settings: Settings) -> dict:
-    """Sizes of the pretraining run for the settings' mode (shown in notebook 02; notebook 03 reuses it)."""
-    # lr 2e-3 and separate input/output word tables: with lr 5e-3 and tied tables the pretrained start lost to a
-    # random start in notebook 03 (rare words' embeddings collapsed together); see notebook 03, section 1.
-    model = dict(n_layer=2, n_head=4, d_model=128, dropout=0.0, tie_embeddings=False)
-    if settings.quick:  # ~1 minute on 2 CPU cores with bf16
-        return dict(sentences=None, steps=1200, batch_size=32, lr=2e-3, **model, eval_every=100, eval_sentences=500)
-    return dict(sentences=None, steps=1200, batch_size=64, lr=2e-3, **model, eval_every=150, eval_sentences=1000)
+def new_lm(train_ids: Sequence[Sequence[int]] | torch.Tensor, tokenizer, arch: str = "gpt", compact: bool = True,
+           **sizes) -> nn.Module:
+    """A fresh TinyGPT ('gpt'), bidirectional TinyGPT ('bidirectional') or LSTMLM ('lstm') on these ids.
 
-
-def pretraining_sentences(settings: Settings, n: int | None = None) -> list[str]:
-    """SST-2 train sentences as unlabeled text (the label column is dropped unread); n at random."""
-    from .data import load_sst2, subsample
-
-    text_only = load_sst2(settings.data)["train"].select_columns(["sentence"])
-    return list(subsample(text_only, n, settings.seed)["sentence"])
-
-
-def split_corpus(sentences: Sequence[str], tokenizer, heldout_frac: float = HELDOUT_FRAC, seed: int = 0,
-                 block_size: int = 128) -> tuple[list[list[int]], list[list[int]]]:
-    """Tokenize ([CLS] ... [SEP]) and split off a random held-out share: (train_ids, heldout_ids)."""
-    ids = tokenizer(list(sentences), truncation=True, max_length=block_size)["input_ids"]
-    order = np.random.default_rng(seed).permutation(len(ids))
-    n_held = max(1, int(round(heldout_frac * len(ids))))
-    return [ids[i] for i in order[n_held:]], [ids[i] for i in order[:n_held]]
-
-
-def pretraining_corpus(settings: Settings, tokenizer) -> tuple[list[list[int]], list[list[int]]]:
-    """(train_ids, heldout_ids): what the series' TinyGPT is pretrained and measured on in this mode."""
-    sentences = pretraining_sentences(settings, pretrain_budget(settings)["sentences"])
-    return split_corpus(sentences, tokenizer, seed=settings.seed)
-
-
-def new_lm(train_ids: Sequence[Sequence[int]], tokenizer, arch: str = "gpt", **sizes) -> nn.Module:
-    """A fresh TinyGPT ('gpt'), bidirectional TinyGPT ('bidirectional') or LSTMLM ('lstm') on these ids."""
-    keep = build_vocab(train_ids, tokenizer.all_special_ids)
-    cfg = LMConfig(vocab_size=len(keep), source_vocab_size=len(tokenizer), causal=arch != "bidirectional",
-                   **sizes)
+    compact=True keeps only the ids seen in train_ids (a big tokenizer's vocabulary, e.g. BERT's 30,522 pieces);
+    compact=False uses the tokenizer's whole vocabulary as it is (a small vocabulary learnt on the corpus).
+    """
+    keep = build_vocab(train_ids, tokenizer.all_special_ids) if compact else None
+    cfg = LMConfig(vocab_size=len(keep) if compact else len(tokenizer),
+                   source_vocab_size=len(tokenizer) if compact else 0, causal=arch != "bidirectional", **sizes)
     model = LSTMLM(cfg) if arch == "lstm" else TinyGPT(cfg) if arch in ("gpt", "bidirectional") else None
     if model is None:
         raise ValueError(f"arch={arch!r} is not one of 'gpt', 'bidirectional', 'lstm'.")
-    model.vocab.fit(keep, tokenizer.unk_token_id)
+    if compact:
+        model.vocab.fit(keep, tokenizer.unk_token_id)
     init_output_bias(model, train_ids)
     return model
 
@@ -223,7 +219,8 @@ def init_output_bias(model: nn.Module, train_ids: Sequence[Sequence[int]]) -> No
 
     A. Karpathy's "init well" advice: the model then spends its steps on context, not on word frequencies.
     """
-    predicted = torch.as_tensor([i for s in train_ids for i in s[1:]])
+    predicted = train_ids[:, 1:].reshape(-1) if isinstance(train_ids, torch.Tensor) else \
+        torch.as_tensor([i for s in train_ids for i in s[1:]])
     counts = torch.bincount(model.vocab(predicted), minlength=model.cfg.vocab_size).float()
     model.head.bias.copy_(torch.log((counts + 1) / (counts.sum() + len(counts))))
 
@@ -257,48 +254,11 @@ def read_lm_meta(folder: str | Path) -> dict:
     return json.loads((Path(folder) / "config.json").read_text())
 
 
-def pretrained_lm_identity(settings: Settings, budget: dict, train_ids: Sequence[Sequence[int]],
-                           heldout_ids: Sequence[Sequence[int]]) -> dict:
-    """What the series' TinyGPT is (identity.py): trained from scratch on these token ids with this budget and seed."""
-    data = "hub" if settings.data == HUB_DATA else display_path(settings.data)
-    return run_identity({"name": f"TinyGPT from scratch, tokenizer {display_path(settings.model)}", "sha256": None},
-                        {"source": f"SST-2 train sentences ({data})", "train_rows": len(train_ids),
-                         "train_fingerprint": rows_fingerprint(train_ids), "eval_rows": len(heldout_ids),
-                         "eval_fingerprint": rows_fingerprint(heldout_ids)}, settings.seed, budget)
-
-
 def get_pretrained_lm(settings: Settings, log: Callable = print):
-    """(TinyGPT, tokenizer) pretrained on SST-2 train sentences: reused from run_dir('tiny-lm') or trained."""
-    from .models import load_tokenizer
+    """(TinyGPT, tokenizer) pretrained on Wikipedia (source_lm.get_pretrained_lm): reused when present, else trained."""
+    from .source_lm import get_pretrained_lm as pretrained
 
-    tokenizer = load_tokenizer(settings.model)
-    budget = pretrain_budget(settings)
-    folder = settings.run_dir(PRETRAIN_RUN)
-    train_ids, held_ids = pretraining_corpus(settings, tokenizer)
-    now = pretrained_lm_identity(settings, budget, train_ids, held_ids)
-    if recover(folder, marker="config.json") is not None:
-        meta = read_lm_meta(folder)
-        current = "targets" in (meta.get("history") or [{}])[-1]  # older versions did not count the targets
-        diffs = differences(meta["identity"], now) if isinstance(meta.get("identity"), dict) else []
-        if meta.get("identity") and not diffs and current:
-            log(f"reusing the pretrained TinyGPT in {display_path(folder)}")
-            return load_lm(folder, settings.device), tokenizer
-        why = describe_mismatch(folder, diffs, "a TinyGPT") if diffs or not meta.get("identity") else \
-            f"{display_path(folder)}: holds a TinyGPT from an older package version"
-        log(f"{why}: replacing it")
-    torch.manual_seed(settings.seed)
-    sizes = {k: budget[k] for k in ("n_layer", "n_head", "d_model", "dropout", "tie_embeddings")}
-    model = new_lm(train_ids, tokenizer, "gpt", **sizes).to(settings.device)
-    log(f"pretraining TinyGPT ({settings.mode} mode): {len(train_ids):,} sentences, {budget['steps']} steps")
-    history = train_lm(model, train_ids, held_ids[: budget["eval_sentences"]], budget["steps"],
-                       budget["batch_size"], budget["lr"], eval_every=budget["eval_every"],
-                       seed=settings.seed, pad_id=tokenizer.pad_token_id, log=log)
-    final = evaluate_lm(model, held_ids, pad_id=tokenizer.pad_token_id)
-    save_lm(model, folder, {"identity": now, "budget": budget, "seed": settings.seed, "history": history,
-                            "heldout": final,
-                            "tokenizer": settings.model, "train_sentences": len(train_ids),
-                            "heldout_sentences": len(held_ids)})
-    return model.eval(), tokenizer
+    return pretrained(settings, log)
 
 
 # --- using a trained LM ----------------------------------------------------------------------------------

@@ -26,7 +26,8 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8192, min_frequency:
     tok.normalizer = normalizers.BertNormalizer(lowercase=True, strip_accents=True, clean_text=True)
     tok.pre_tokenizer = pre_tokenizers.BertPreTokenizer()
     tok.decoder = decoders.WordPiece()
-    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS)
+    trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS,
+                                        show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
@@ -60,6 +61,32 @@ def token_stream(texts: Iterable[str], tokenizer, batch: int = 1000) -> np.ndarr
     if buf:
         chunks.extend(np.asarray(ids, dtype) for ids in tokenizer(buf)["input_ids"])
     return np.concatenate(chunks) if chunks else np.empty(0, dtype)
+
+
+def take_tokens(texts: Iterable[str], tokenizer, max_tokens: int, batch: int = 1000) -> tuple[list[str], np.ndarray]:
+    """The first texts whose [CLS] ... [SEP] ids reach max_tokens, and their ids end to end (tokenizing no more)."""
+    used, chunks, n, buf = [], [], 0, []
+    dtype = np.uint16 if len(tokenizer) < 2**16 else np.int32
+
+    def flush() -> None:
+        nonlocal n
+        for text, ids in zip(buf, tokenizer(buf)["input_ids"], strict=True):
+            if n >= max_tokens:
+                break
+            used.append(text)
+            chunks.append(np.asarray(ids, dtype))
+            n += len(ids)
+        buf.clear()
+
+    for text in texts:
+        buf.append(text)
+        if len(buf) == batch:
+            flush()
+            if n >= max_tokens:
+                break
+    if buf and n < max_tokens:
+        flush()
+    return used, np.concatenate(chunks) if chunks else np.empty(0, dtype)
 
 
 def pack_blocks(stream: np.ndarray, block_size: int = 128, max_tokens: int | None = None) -> torch.Tensor:
