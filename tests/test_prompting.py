@@ -117,6 +117,19 @@ def test_full_word_scores_follow_the_chain_rule(lm, tok):
     assert np.allclose(first, P.label_log_probs(lm, tok, prompt, SENTENCES[:3]), atol=1e-5)
 
 
+def test_text_log_probs_sum_the_chain_rule_terms(lm, tok):
+    total, count = P.text_log_probs(lm, tok, SENTENCES, batch_size=3, start_token="<|im_start|>")
+    for s, got, n in zip(SENTENCES, total, count, strict=True):
+        ids = torch.tensor([[tok.convert_tokens_to_ids("<|im_start|>")] + tok(s)["input_ids"]])
+        with torch.no_grad():
+            want = token_log_probs(lm(ids).logits, ids).sum().item()
+        assert n == ids.shape[1] - 1 and abs(got - want) < 1e-4
+    without, n_without = P.text_log_probs(lm, tok, SENTENCES[:2], start_token=None)
+    assert (n_without == count[:2] - 1).all() and (without > total[:2]).all()  # one term fewer, each term < 0
+    with pytest.raises(ValueError, match="not a token"):
+        P.text_log_probs(lm, tok, SENTENCES, start_token="<|endoftext|>")
+
+
 def test_label_words_must_start_differently(tok):
     with pytest.raises(ValueError, match="different first tokens"):
         P.label_token_ids(tok, P.plain_prompt(), ("very good", "very bad"))
@@ -172,6 +185,8 @@ def test_lora_label_word_classifier_starts_as_the_lm_and_learns(tok):
     assert changed == []  # only A and B moved
     with pytest.raises(ValueError, match="equal non-zero"):
         P.train_classifier(clf, texts, labels[:2])
+    P.reset_lora(model, seed=1)  # B = 0 again: back to the LM before LoRA
+    assert np.allclose(clf.predict_proba(texts), P.label_probs(before), atol=1e-5)
 
 
 @pytest.fixture(scope="module")

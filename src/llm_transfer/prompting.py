@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+import math
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -22,7 +23,7 @@ import torch.nn.functional as F
 from torch import nn
 from transformers import DynamicCache
 
-from .lora import inject_lora
+from .lora import LoRALinear, inject_lora
 
 LABEL_WORDS = ("negative", "positive")  # SST-2's label names, in label order (0 = negative)
 CONTENT_FREE = ("N/A", "", "[MASK]")  # Zhao et al.'s content-free inputs
@@ -209,6 +210,26 @@ def label_log_probs(model: nn.Module, tokenizer, prompt: Prompt, sentences: Sequ
     return out
 
 
+@torch.no_grad()
+def text_log_probs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size: int = 16,
+                   start_token: str | None = "<|endoftext|>") -> tuple[np.ndarray, np.ndarray]:
+    """log P(x) of each text by the chain rule, sum over t of log P(x_t | x_<t), and how many tokens were predicted;
+    every token is predicted when `start_token` (the document separator) is put before the text as its context."""
+    start = [] if start_token is None else [tokenizer.convert_tokens_to_ids(start_token)]
+    if start and start[0] in (None, tokenizer.unk_token_id):
+        raise ValueError(f"start_token {start_token!r} is not a token of this tokenizer; pass start_token=None.")
+    rows = [start + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
+    if any(len(r) < 2 for r in rows):
+        raise ValueError("every text needs a token to predict (with start_token=None: at least two tokens).")
+    total, count = np.zeros(len(rows)), np.array([len(r) - 1 for r in rows])
+    for i in range(0, len(rows), batch_size):
+        ids, mask = _right_pad(rows[i:i + batch_size], _pad_id(tokenizer), model.device)
+        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        lp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
+        total[i:i + batch_size] = lp.sum(1).double().cpu().numpy()
+    return total, count
+
+
 def label_probs(log_probs: np.ndarray) -> np.ndarray:
     """Label-word log-probabilities renormalised over the label words: p(label | prompt), rows sum to 1."""
     lp = np.asarray(log_probs, dtype=np.float64)
@@ -296,6 +317,18 @@ def add_lora(lm: nn.Module, r: int = 8, alpha: float = 16, targets: tuple[str, .
     if stray:
         raise ValueError(f"add_lora: parameters other than LoRA's A and B are trainable: {stray[:3]}.")
     return sum(p.numel() for _, p in trainable)
+
+
+@torch.no_grad()
+def reset_lora(lm: nn.Module, seed: int = 0) -> None:
+    """Draw every LoRALinear's A afresh (seeded) and zero its B: the LM computes exactly what it did before LoRA."""
+    torch.manual_seed(seed)
+    layers = [m for m in lm.modules() if isinstance(m, LoRALinear)]
+    if not layers:
+        raise ValueError("the model has no LoRALinear layers: call add_lora first.")
+    for m in layers:
+        nn.init.kaiming_uniform_(m.A, a=math.sqrt(5))
+        m.B.zero_()
 
 
 def train_classifier(clf: LabelWordClassifier, texts: Sequence[str], labels: Sequence[int], epochs: int = 1,
