@@ -106,3 +106,20 @@ def test_cpu_peak_follows_the_instruction_set(bench):
 def test_training_flops_formula(bench):
     # 6·N per token for the weight matmuls + 12·layers·d·L² for attention, per sequence
     assert bench.training_flops(10, 2, 4, 3) == 6 * 10 * 3 + 12 * 2 * 4 * 9
+
+
+def test_pretrain_benchmark_tiny_run(tmp_path):
+    """bench_pretrain.py times both vocabularies and writes its table; the FLOP count follows the formula."""
+    spec = importlib.util.spec_from_file_location("bench_pretrain", SCRIPT.with_name("bench_pretrain.py"))
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    out = tmp_path / "pretrain.md"
+    res = mod.main(["--steps", "2", "--repeats", "1", "--layers", "1", "--width", "32", "--block", "16",
+                    "--batch", "2", "--threads", "1", "--out", str(out)])
+    assert len(res["rows"]) == 2 and all(r[1] > 0 for r in res["rows"])
+    assert "learnt WordPiece (8,192)" in out.read_text() and out.with_suffix(".json").is_file()
+    from llm_transfer.tinylm import LMConfig, TinyGPT
+
+    m = TinyGPT(LMConfig(vocab_size=100, block_size=16, n_layer=1, n_head=2, d_model=8, dropout=0.0))
+    body = sum(p.numel() for n, p in m.named_parameters() if n not in ("tok_emb.weight", "pos_emb.weight"))
+    assert mod.model_flops_per_token(m, 16) == 6 * (body + 100 * 8) + 12 * 1 * 8 * 16
