@@ -177,6 +177,13 @@ def _hidden_at(model: nn.Module, rows: Sequence[Sequence[int]], at: Sequence[Seq
     return h[torch.arange(len(rows), device=h.device)[:, None], where]
 
 
+def _head(model: nn.Module, h: torch.Tensor, rows: Sequence[int] | None = None) -> torch.Tensor:
+    """Output-layer logits in fp32 even under bf16 autocast (logits near 20 have a bf16 step of 0.125)."""
+    weight = model.lm_head.weight if rows is None else model.lm_head.weight[list(rows)]
+    with torch.autocast(h.device.type, enabled=False):
+        return F.linear(h.float(), weight.float())
+
+
 def _pad_id(tokenizer) -> int:
     return tokenizer.pad_token_id if tokenizer.pad_token_id is not None else (tokenizer.eos_token_id or 0)
 
@@ -198,13 +205,13 @@ def label_log_probs(model: nn.Module, tokenizer, prompt: Prompt, sentences: Sequ
         rows = [rest[i] for i in batch]
         if not full_word:
             h = _hidden_at(model, rows, [[len(r) - 1] for r in rows], cache, pad)[:, 0]
-            lp = model.lm_head(h).float().log_softmax(-1)
+            lp = _head(model, h).log_softmax(-1)
             out[batch] = lp[:, [w[0] for w in words]].double().cpu().numpy()
             continue
         for j, w in enumerate(words):  # the word's tokens appended; read the predictions of each in turn
             ext = [r + w[:-1] for r in rows]
             at = [list(range(len(r) - 1, len(r) - 1 + len(w))) for r in rows]
-            lp = model.lm_head(_hidden_at(model, ext, at, cache, pad)).float().log_softmax(-1)
+            lp = _head(model, _hidden_at(model, ext, at, cache, pad)).log_softmax(-1)
             picked = lp.gather(-1, torch.tensor(w, device=lp.device).expand(len(rows), -1)[..., None])
             out[batch, j] = picked.sum((1, 2)).double().cpu().numpy()
     return out
@@ -216,7 +223,7 @@ def text_log_probs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size
     """log P(x) of each text by the chain rule, sum over t of log P(x_t | x_<t), and how many tokens were predicted;
     every token is predicted when `start_token` (the document separator) is put before the text as its context."""
     start = [] if start_token is None else [tokenizer.convert_tokens_to_ids(start_token)]
-    if start and start[0] in (None, tokenizer.unk_token_id):
+    if start and (start[0] is None or tokenizer.convert_ids_to_tokens(start[0]) != start_token):  # not [UNK]
         raise ValueError(f"start_token {start_token!r} is not a token of this tokenizer; pass start_token=None.")
     rows = [start + tokenizer(t, add_special_tokens=False)["input_ids"] for t in texts]
     if any(len(r) < 2 for r in rows):
@@ -224,7 +231,7 @@ def text_log_probs(model: nn.Module, tokenizer, texts: Sequence[str], batch_size
     total, count = np.zeros(len(rows)), np.array([len(r) - 1 for r in rows])
     for i in range(0, len(rows), batch_size):
         ids, mask = _right_pad(rows[i:i + batch_size], _pad_id(tokenizer), model.device)
-        logits = model(input_ids=ids, attention_mask=mask).logits.float()
+        logits = _head(model, model.model(input_ids=ids, attention_mask=mask).last_hidden_state)
         lp = logits[:, :-1].log_softmax(-1).gather(-1, ids[:, 1:, None]).squeeze(-1) * mask[:, 1:]
         total[i:i + batch_size] = lp.sum(1).double().cpu().numpy()
     return total, count
@@ -296,7 +303,7 @@ class LabelWordClassifier(nn.Module):
     def forward(self, rows: Sequence[Sequence[int]]) -> torch.Tensor:
         """(B, n_labels) label-word logits at each prompt's last token."""
         h = _hidden_at(self.lm, rows, [[len(r) - 1] for r in rows], None, _pad_id(self.tokenizer))[:, 0]
-        return F.linear(h, self.lm.lm_head.weight[self.word_ids])  # only the label words' rows of the output layer
+        return _head(self.lm, h, self.word_ids)  # only the label words' rows of the output layer
 
     @torch.no_grad()
     def predict_proba(self, sentences: Sequence[str], batch_size: int = 32) -> np.ndarray:
