@@ -323,6 +323,18 @@ def test_saves_are_fsynced_before_the_renames(tiny_bert, tokenizer, tmp_path, mo
 
 # --- SIGKILL at five moments, each resumed -----------------------------------------------------------------
 
+def _wait_or_fail(pid: int, what: str, seconds: float = 120) -> int:
+    """The exit status of child `pid`; kill it and fail the test if it does not end within `seconds`."""
+    deadline = time.monotonic() + seconds
+    while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if done[0] == 0:
+        os.kill(pid, signal.SIGKILL)
+        os.waitpid(pid, 0)
+        pytest.fail(f"{what} hung")
+    return done[1]
+
+
 def _child(out: Path, kill_at: str, tokenizer, rows, model) -> None:
     """In a forked child: train into `out` and SIGKILL itself at the n-th 'event#n' (then no cleanup runs at all)."""
     name, _, nth = kill_at.partition("#")
@@ -366,14 +378,7 @@ def test_runs_killed_at_five_moments_resume_to_the_uninterrupted_weights(rows, t
         pid = os.fork()
         if pid == 0:
             _child(out, kill_at, tokenizer, rows, tiny_bert(0))
-        deadline = time.monotonic() + 120
-        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if done[0] == 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail(f"the run to be killed at {kill_at!r} hung")
-        status = done[1]
+        status = _wait_or_fail(pid, f"the run to be killed at {kill_at!r}")
         err = (tmp_path / "child-error.txt").read_text() if (tmp_path / "child-error.txt").exists() else ""
         assert os.WIFSIGNALED(status) and os.WTERMSIG(status) == signal.SIGKILL, (kill_at, status, err)
     logs: list[str] = []
@@ -443,16 +448,9 @@ def test_a_run_sent_sigterm_mid_step_saves_and_resumes_to_the_uninterrupted_weig
             pytest.fail(f"the child did not reach step 1.3: {err}")
         os.kill(pid, signal.SIGTERM)  # mid-step: after the backward pass, before the optimizer step
         os.write(go_w, b"g")
-        deadline = time.monotonic() + 120
-        while (done := os.waitpid(pid, os.WNOHANG))[0] == 0 and time.monotonic() < deadline:
-            time.sleep(0.05)
-        if done[0] == 0:
-            os.kill(pid, signal.SIGKILL)
-            os.waitpid(pid, 0)
-            pytest.fail("the run sent SIGTERM hung")
+        status = _wait_or_fail(pid, "the run sent SIGTERM")
     finally:
         os.close(ready_r), os.close(go_w)
-    status = done[1]
     assert not os.WIFSIGNALED(status), f"killed by signal {os.WTERMSIG(status)}: SIGTERM was not handled"
     err = (tmp_path / "child-error.txt").read_text() if (tmp_path / "child-error.txt").exists() else ""
     assert os.WEXITSTATUS(status) == 143, err  # the child raised Terminated, the CLI's status 143

@@ -44,6 +44,21 @@ def empty_sentence(where: str, unit: str) -> str:
     return f"{where}: empty sentence; fix or remove that {unit}."
 
 
+def text_lines(path: Path):
+    """(line number, line without its newline) of a UTF-8 text file; a byte-order mark before line 1 is dropped
+    (GLUE's MRPC files, spreadsheets); DataError naming the line on bytes that are not UTF-8."""
+    with path.open("rb") as fh:
+        for lineno, raw in enumerate(fh, start=1):
+            try:
+                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
+            except UnicodeDecodeError as e:
+                raise DataError(
+                    f"{path}, line {lineno}: bytes that are not UTF-8 ({e.reason} at byte {e.start}); "
+                    "re-save the file as UTF-8."
+                ) from None
+            yield lineno, line.rstrip("\r\n")
+
+
 def read_glue_tsv(path: str | os.PathLike, split: str) -> Dataset:
     """Read one GLUE SST-2 TSV file (quoting off, a UTF-8 byte-order mark allowed), checking every line.
 
@@ -58,50 +73,41 @@ def read_glue_tsv(path: str | os.PathLike, split: str) -> Dataset:
     sentences: list[str] = []
     labels: list[int] = []
     idxs: list[int] = []
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            try:  # a UTF-8 byte-order mark before the header (GLUE's MRPC files, spreadsheets) is dropped
-                line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8")
-            except UnicodeDecodeError as e:
+    for lineno, line in text_lines(path):
+        cols = line.split("\t")
+        if lineno == 1:
+            if [c.strip() for c in cols] != expected:
                 raise DataError(
-                    f"{path}, line {lineno}: bytes that are not UTF-8 ({e.reason} at byte {e.start}); "
-                    "re-save the file as UTF-8."
-                ) from None
-            line = line.rstrip("\r\n")
-            cols = line.split("\t")
-            if lineno == 1:
-                if [c.strip() for c in cols] != expected:
-                    raise DataError(
-                        f"{path}, line 1: header is {line!r}, expected {chr(9).join(expected)!r} "
-                        f"(tab-separated) for the {split} split; is this the right file?"
-                    )
-                continue
-            if line == "" and not raw.strip():
-                raise DataError(f"{path}, line {lineno}: empty line; remove it.")
-            if len(cols) != len(expected):
-                raise DataError(
-                    f"{path}, line {lineno}: {len(cols)} tab-separated columns, expected {len(expected)} "
-                    f"({', '.join(expected)}); a tab inside a sentence or a missing column? Fix that line."
+                    f"{path}, line 1: header is {line!r}, expected {chr(9).join(expected)!r} "
+                    f"(tab-separated) for the {split} split; is this the right file?"
                 )
-            if split == "test":
-                index_s, sentence = cols
-                try:
-                    idx = int(index_s)
-                except ValueError:
-                    raise DataError(
-                        f"{path}, line {lineno}: index {index_s!r} is not an integer; fix that line."
-                    ) from None
-                label = -1
-            else:
-                sentence, label_s = cols
-                if label_s.strip() not in ("0", "1"):
-                    raise DataError(bad_label(f"{path}, line {lineno}", label_s, "line"))
-                label, idx = int(label_s), lineno - 2
-            if not sentence.strip():
-                raise DataError(empty_sentence(f"{path}, line {lineno}", "line"))
-            sentences.append(sentence)
-            labels.append(label)
-            idxs.append(idx)
+            continue
+        if line == "":
+            raise DataError(f"{path}, line {lineno}: empty line; remove it.")
+        if len(cols) != len(expected):
+            raise DataError(
+                f"{path}, line {lineno}: {len(cols)} tab-separated columns, expected {len(expected)} "
+                f"({', '.join(expected)}); a tab inside a sentence or a missing column? Fix that line."
+            )
+        if split == "test":
+            index_s, sentence = cols
+            try:
+                idx = int(index_s)
+            except ValueError:
+                raise DataError(
+                    f"{path}, line {lineno}: index {index_s!r} is not an integer; fix that line."
+                ) from None
+            label = -1
+        else:
+            sentence, label_s = cols
+            if label_s.strip() not in ("0", "1"):
+                raise DataError(bad_label(f"{path}, line {lineno}", label_s, "line"))
+            label, idx = int(label_s), lineno - 2
+        if not sentence.strip():
+            raise DataError(empty_sentence(f"{path}, line {lineno}", "line"))
+        sentences.append(sentence)
+        labels.append(label)
+        idxs.append(idx)
     if not sentences:
         raise DataError(f"{path}: no rows after the header; the file is empty or truncated.")
     # The description travels with every subset and tokenized copy: checkpoints record it as the data source.

@@ -14,7 +14,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, Value
 
-from .data import HUB_ID, DataError, load_sst2
+from .data import HUB_ID, DataError, load_sst2, text_lines
 from .settings import ENV_DATA, HUB_DATA, display_path
 
 SCORE_RANGE = (0.0, 5.0)  # STS-B's similarity scores
@@ -186,42 +186,33 @@ def read_task_tsv(task: str | GlueTask, split: str, path: str | os.PathLike) -> 
     pos = {c: i for i, c in enumerate(spec.columns)}
     out: dict[str, list] = {c: [] for c in t.text} | {"label": [], "idx": []}
     hidden = -1.0 if t.is_regression else -1
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"{path}, line {lineno}"
+    for lineno, line in text_lines(path):  # UTF-8 checked, a byte-order mark dropped
+        where = f"{path}, line {lineno}"
+        cols = line.split("\t")
+        if lineno == 1 and spec.header:
+            if [c.strip() for c in cols] != list(spec.columns):
+                raise DataError(f"{where}: header is {line!r}, expected {chr(9).join(spec.columns)!r} "
+                                f"(tab-separated) for the {t.title} {split} split; is this the right file?")
+            continue
+        if not line.strip():
+            raise DataError(f"{where}: empty line; remove it.")
+        if len(cols) != len(spec.columns):
+            raise DataError(f"{where}: {len(cols)} tab-separated columns, expected {len(spec.columns)} "
+                            f"({', '.join(spec.columns)}); a tab inside a sentence or a missing column? "
+                            "Fix that line.")
+        if spec.index is not None:
+            index_s = cols[pos[spec.index]]
             try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: bytes that are not UTF-8 ({e.reason} at byte {e.start}); "
-                                "re-save the file as UTF-8.") from None
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")  # MRPC's files start with a UTF-8 byte-order mark
-            line = line.rstrip("\r\n")
-            cols = line.split("\t")
-            if lineno == 1 and spec.header:
-                if [c.strip() for c in cols] != list(spec.columns):
-                    raise DataError(f"{where}: header is {line!r}, expected {chr(9).join(spec.columns)!r} "
-                                    f"(tab-separated) for the {t.title} {split} split; is this the right file?")
-                continue
-            if not line.strip():
-                raise DataError(f"{where}: empty line; remove it.")
-            if len(cols) != len(spec.columns):
-                raise DataError(f"{where}: {len(cols)} tab-separated columns, expected {len(spec.columns)} "
-                                f"({', '.join(spec.columns)}); a tab inside a sentence or a missing column? "
-                                "Fix that line.")
-            if spec.index is not None:
-                index_s = cols[pos[spec.index]]
-                try:
-                    int(index_s)
-                except ValueError:
-                    raise DataError(f"{where}: index {index_s!r} is not an integer; fix that line.") from None
-            label = hidden if spec.label is None else _label(t, cols[pos[spec.label]], where)
-            for name, col in t.text.items():
-                if not cols[pos[col]].strip():
-                    raise DataError(f"{where}: empty {name}; fix or remove that line.")
-                out[name].append(cols[pos[col]])
-            out["label"].append(label)
-            out["idx"].append(len(out["idx"]))  # the hub's idx: the row's position in its file
+                int(index_s)
+            except ValueError:
+                raise DataError(f"{where}: index {index_s!r} is not an integer; fix that line.") from None
+        label = hidden if spec.label is None else _label(t, cols[pos[spec.label]], where)
+        for name, col in t.text.items():
+            if not cols[pos[col]].strip():
+                raise DataError(f"{where}: empty {name}; fix or remove that line.")
+            out[name].append(cols[pos[col]])
+        out["label"].append(label)
+        out["idx"].append(len(out["idx"]))  # the hub's idx: the row's position in its file
     if not out["idx"]:
         after = " after the header" if spec.header else ""
         raise DataError(f"{path}: no rows{after}; the file is empty or truncated.")

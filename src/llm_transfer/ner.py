@@ -12,7 +12,7 @@ from pathlib import Path
 
 from datasets import ClassLabel, Dataset, DatasetDict, DatasetInfo, Features, List, Value
 
-from .data import DataError
+from .data import DataError, text_lines
 from .settings import _search_roots, display_path
 
 TAG_NAMES = ["O", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC"]  # the hub's wikiann order
@@ -45,41 +45,32 @@ def read_conll(path: str | os.PathLike, split: str = "train") -> Dataset:
     tokens: list[str] = []
     tags: list[int] = []
     blank_before = True  # at the start of the file, and after a sentence's blank line
-    with path.open("rb") as fh:
-        for lineno, raw in enumerate(fh, start=1):
-            where = f"{path}, line {lineno}"
-            try:
-                line = raw.decode("utf-8")
-            except UnicodeDecodeError as e:
-                raise DataError(f"{where}: bytes that are not UTF-8 ({e.reason} at byte {e.start}); "
-                                "re-save the file as UTF-8.") from None
-            if lineno == 1:
-                line = line.removeprefix("\ufeff")
-            line = line.rstrip("\r\n")
-            if not line.strip():
-                if blank_before:
-                    raise DataError(f"{where}: blank line {'at the start' if lineno == 1 else 'after a blank line'}"
-                                    " (an empty sentence); remove it.")
-                sentences.append(tokens)
-                tag_ids.append(tags)
-                tokens, tags, blank_before = [], [], True
-                continue
-            blank_before = False
-            cols = line.split("\t")
-            if len(cols) != 2:
-                raise DataError(f"{where}: {len(cols)} tab-separated columns, expected 2 (token, tag); "
-                                "a tab inside a token or a missing tag? Fix that line.")
-            token, tag = cols
-            if not token.strip():
-                raise DataError(f"{where}: empty token; fix or remove that line.")
-            if tag not in TAG_IDS:
-                raise DataError(f"{where}: tag {tag!r} is not one of {', '.join(TAG_NAMES)}; fix that line.")
-            if tag.startswith("I-") and (not tags or TAG_NAMES[tags[-1]][2:] != tag[2:]):
-                after = TAG_NAMES[tags[-1]] if tags else "the sentence's start"
-                raise DataError(f"{where}: {tag} after {after} is not IOB2 (an entity starts with B-{tag[2:]}); "
-                                "fix that line.")
-            tokens.append(token)
-            tags.append(TAG_IDS[tag])
+    for lineno, line in text_lines(path):  # UTF-8 checked, a byte-order mark dropped
+        where = f"{path}, line {lineno}"
+        if not line.strip():
+            if blank_before:
+                raise DataError(f"{where}: blank line {'at the start' if lineno == 1 else 'after a blank line'}"
+                                " (an empty sentence); remove it.")
+            sentences.append(tokens)
+            tag_ids.append(tags)
+            tokens, tags, blank_before = [], [], True
+            continue
+        blank_before = False
+        cols = line.split("\t")
+        if len(cols) != 2:
+            raise DataError(f"{where}: {len(cols)} tab-separated columns, expected 2 (token, tag); "
+                            "a tab inside a token or a missing tag? Fix that line.")
+        token, tag = cols
+        if not token.strip():
+            raise DataError(f"{where}: empty token; fix or remove that line.")
+        if tag not in TAG_IDS:
+            raise DataError(f"{where}: tag {tag!r} is not one of {', '.join(TAG_NAMES)}; fix that line.")
+        if tag.startswith("I-") and (not tags or TAG_NAMES[tags[-1]][2:] != tag[2:]):
+            after = TAG_NAMES[tags[-1]] if tags else "the sentence's start"
+            raise DataError(f"{where}: {tag} after {after} is not IOB2 (an entity starts with B-{tag[2:]}); "
+                            "fix that line.")
+        tokens.append(token)
+        tags.append(TAG_IDS[tag])
     if tokens:  # a last sentence without the final blank line
         sentences.append(tokens)
         tag_ids.append(tags)
