@@ -71,3 +71,26 @@ def paired_gain(curve_a: Mapping[int, Sequence[float]], curve_b: Mapping[int, Se
         rows[n] = {"mean gain": d.mean(), "sd": d.std(ddof=1) if len(d) > 1 else np.nan, "draws": len(d),
                    "a wins": int((d > 0).sum())}
     return pd.DataFrame(rows).T.rename_axis("labelled rows")
+
+
+def paired_gain_ci(y_true: Sequence[int], preds_a: Sequence[Sequence[int]], preds_b: Sequence[Sequence[int]],
+                   n_resamples: int = 2000, level: float = 0.95, seed: int = 0) -> dict:
+    """Accuracy gain of arm a over arm b, averaged over paired draws, with a bootstrap interval over sentences.
+
+    preds_a[k] and preds_b[k] are the two arms' predictions on the same reported rows after training on the same
+    k-th draw of labelled rows. Sentences are resampled whole (all draws' predictions on a sentence together), so
+    the interval covers which sentences the reported split happens to hold; the draws' own spread is `sd`.
+    """
+    y = np.asarray(y_true)
+    a, b = np.asarray(preds_a), np.asarray(preds_b)
+    if a.shape != b.shape or a.ndim != 2 or a.shape[1] != len(y) or len(y) == 0:
+        raise ValueError(f"need two (draws, {len(y)}) prediction arrays of one shape, got {a.shape} and {b.shape}.")
+    per_draw = (a == y).mean(1) - (b == y).mean(1)
+    d = ((a == y).astype(float) - (b == y)).mean(0)  # per sentence: the gain averaged over draws
+    idx = np.random.default_rng(seed).integers(0, len(d), size=(n_resamples, len(d)))
+    means = d[idx].mean(1)
+    lo, hi = np.quantile(means, [(1 - level) / 2, (1 + level) / 2])
+    p = (1 + int((np.abs(means - d.mean()) >= abs(d.mean())).sum())) / (1 + n_resamples)
+    return {"gain": float(d.mean()), "low": float(lo), "high": float(hi), "p_value": float(p),
+            "sd": float(per_draw.std(ddof=1)) if len(per_draw) > 1 else float("nan"), "draws": len(per_draw),
+            "a wins": int((per_draw > 0).sum())}
