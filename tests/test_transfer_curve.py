@@ -10,8 +10,18 @@ import torch
 
 from llm_transfer import lm
 from llm_transfer.label_budget import paired_gain_ci
-from llm_transfer.transfer_curve import (CurveData, Job, Labelled, Start, epochs_for, eval_epochs, read_cache,
-                                         run_jobs, start_body, train_one)
+from llm_transfer.transfer_curve import (
+    CurveData,
+    Job,
+    Labelled,
+    Start,
+    epochs_for,
+    eval_epochs,
+    read_cache,
+    run_jobs,
+    start_body,
+    train_one,
+)
 
 V = 40
 
@@ -101,10 +111,13 @@ def test_job_key_changes_with_what_decides_the_result(saved_lm, tmp_path):
 
 def test_two_workers_give_the_single_process_results(saved_lm, tmp_path):
     data = toy_data()
-    jobs = [Job(Start("s", saved_lm), tuple(range(k)), 3e-3, 2, seed, batch_size=8) for k in (24, 48) for seed in (0, 1)]
+    start = Start("s", saved_lm)
+    jobs = [Job(start, tuple(range(k)), 3e-3, 2, seed, batch_size=8) for k in (24, 48) for seed in (0, 1)]
     one = run_jobs(jobs, data, tmp_path / "a.jsonl", workers=1, log=lambda *a: None)
     two = run_jobs(jobs, data, tmp_path / "b.jsonl", workers=2, log=lambda *a: None)
-    strip = lambda rs: [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+    def strip(rs):
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rs]
+
     assert strip(one) == strip(two)
 
 

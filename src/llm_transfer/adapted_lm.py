@@ -54,7 +54,7 @@ class TargetCorpus:
 
 
 def target_corpus(settings: Settings, tokenizer, block_size: int = 128) -> TargetCorpus:
-    """The first `reviews` IMDb reviews split by a stable coin, shuffled, tokenized with the source tokenizer, packed."""
+    """The first `reviews` IMDb reviews split by a stable coin, shuffled, tokenized by the source tokenizer, packed."""
     b = adapt_budget(settings)
     train, held = split_documents(iter_documents("imdb", limit=b["reviews"]), HELDOUT_FRAC, settings.seed)
     order = np.random.default_rng(settings.seed).permutation(len(train))  # reviews come grouped by film
