@@ -66,6 +66,10 @@ def test_random_start_has_the_architecture_and_the_seed(saved_lm):
     assert not torch.equal(a.tok_emb.weight, saved.tok_emb.weight)
     saved.tok_emb.weight.data.zero_()  # a copy each time: the cached body is not changed by its user
     assert start_body(Start("s", saved_lm), 0).tok_emb.weight.abs().sum() > 0
+    torch.manual_seed(5)  # new weights saved under the same folder: the next body has them, not the cached ones
+    other = lm.TinyGPT(lm.LMConfig(vocab_size=V, block_size=16, n_layer=1, n_head=2, d_model=16, dropout=0.0))
+    lm.save_lm(other, saved_lm)
+    assert torch.equal(start_body(Start("s", saved_lm), 0).tok_emb.weight, other.tok_emb.weight)
 
 
 def test_train_one_learns_and_keeps_the_validation_best_epoch(saved_lm):

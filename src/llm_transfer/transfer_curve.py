@@ -99,7 +99,7 @@ def eval_epochs(epochs: int, evals: int) -> set[int]:
     return {int(e) for e in np.ceil(np.linspace(epochs / max(1, evals), epochs, max(1, min(evals, epochs))))}
 
 
-_BODIES: dict[str, torch.nn.Module] = {}  # saved starts, loaded once per process
+_BODIES: dict[tuple[str, str], torch.nn.Module] = {}  # saved starts by (folder, weights' hash), loaded once per process
 
 
 def start_body(start: Start, seed: int) -> TinyGPT:
@@ -108,9 +108,10 @@ def start_body(start: Start, seed: int) -> TinyGPT:
         cfg = json.loads((Path(start.folder) / "config.json").read_text())["config"]
         torch.manual_seed(seed)
         return TinyGPT(LMConfig(**cfg))
-    if start.folder not in _BODIES:
-        _BODIES[start.folder] = load_lm(start.folder)
-    return copy.deepcopy(_BODIES[start.folder])
+    key = (start.folder, start.fingerprint())  # weights saved again under the same folder: loaded again
+    if key not in _BODIES:
+        _BODIES[key] = load_lm(start.folder)
+    return copy.deepcopy(_BODIES[key])
 
 
 @torch.no_grad()
