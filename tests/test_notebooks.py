@@ -96,3 +96,24 @@ def test_results_check_catches_a_made_up_number():
     n = len(NOTEBOOKS)
     fake = "\n## Results\n" + "".join(f"| 0{i} | acc **0.12345{i}** |\n" for i in range(1, n + 1)) + "\n## Next\n"
     assert results_numbers(fake) == [f"0.12345{i}" for i in range(1, n + 1)]
+
+
+def test_notebook_04_runs_the_article_snippet_as_printed():
+    """Section 1 of notebook 04 is the article's §5 code block as printed, only the model name from the settings."""
+    article = Path(__file__).resolve().parents[1].parent / "shared" / "article" / "article.zh.md"
+    if not article.is_file():
+        pytest.skip(f"the source article is not at hand ({article.name} beside the checkout, under shared/article)")
+    section = re.split(r"^## 5\.", article.read_text(encoding="utf-8"), maxsplit=1, flags=re.M)[1].split("\n## ", 1)[0]
+    blocks = re.findall(r"```python\n(.*?)```", section, re.S)
+    assert len(blocks) == 1, f"§5 of the article should hold one python block, found {len(blocks)}"
+    assert blocks[0].count("'bert-base-uncased'") == 2
+    snippet = blocks[0].replace("'bert-base-uncased'", "model_name").strip()
+
+    def matches(nb) -> list[int]:
+        return [i for i, c in enumerate(nb.cells) if c.cell_type == "code" and c.source.strip() == snippet]
+
+    nb = nbformat.read(ROOT / "notebooks" / "04_bert_sst2_finetune.ipynb", as_version=4)
+    hits = matches(nb)
+    assert len(hits) == 1, f"notebook 04: {len(hits)} code cells equal the article's §5 snippet, expected 1"
+    nb.cells[hits[0]].source = nb.cells[hits[0]].source.replace("lr=1e-5", "lr=2e-5")  # the check notices a change
+    assert matches(nb) == []
