@@ -188,6 +188,13 @@ def read_cache(path: Path) -> dict[str, dict]:
     return done
 
 
+def append_record(cache: Path, rec: dict) -> None:
+    """One result appended as a JSON line; after a line cut short by an interrupted write, on a new line."""
+    cut = cache.is_file() and cache.stat().st_size and not cache.read_bytes().endswith(b"\n")
+    with cache.open("a") as f:
+        f.write(("\n" if cut else "") + json.dumps(rec) + "\n")
+
+
 _DATA: CurveData | None = None
 
 
@@ -215,9 +222,7 @@ def run_jobs(jobs: Sequence[Job], data: CurveData, cache: str | Path, workers: i
     t0 = time.perf_counter()
 
     def keep(rec: dict) -> None:
-        cut = cache.is_file() and cache.stat().st_size and not cache.read_bytes().endswith(b"\n")
-        with cache.open("a") as f:  # after a line cut short by an interrupted write: start a new line
-            f.write(("\n" if cut else "") + json.dumps(rec) + "\n")
+        append_record(cache, rec)
         done[rec["key"]] = rec
 
     if workers > 1 and len(order) > 1:
