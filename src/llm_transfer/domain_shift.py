@@ -300,7 +300,8 @@ def run_few_label(jobs: Sequence[FewLabelJob], evals: dict[str, Dataset], cache:
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = {k: r for k, r in read_cache(cache).items() if all(name in r for name in evals)}  # scored on all evals
     todo = list({j.key(): j for j in jobs if j.key() not in done}.values())  # duplicates train once
-    log(f"{sum(j.key() in done for j in jobs)} of {len(jobs)} fine-tunes reused from {display_path(cache)}; training {len(todo)}")
+    log(f"{sum(j.key() in done for j in jobs)} of {len(jobs)} fine-tunes reused from {display_path(cache)}; "
+        f"training {len(todo)}")
     toks = {name: tokenize(ds, tokenizer, 128) for name, ds in evals.items()}
     t0 = time.perf_counter()
     for k, job in enumerate(todo, 1):
