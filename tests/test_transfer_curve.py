@@ -17,6 +17,7 @@ from llm_transfer.transfer_curve import (
     Start,
     epochs_for,
     eval_epochs,
+    predict,
     read_cache,
     run_jobs,
     start_body,
@@ -80,8 +81,9 @@ def test_train_one_learns_and_keeps_the_validation_best_epoch(saved_lm):
     assert [e for e, _ in r["val_curve"]] == [3, 6, 9, 12]
     assert r["val"] == max(a for _, a in r["val_curve"]) and r["best_epoch"] in (3, 6, 9, 12)
     assert len(r["dev_pred"]) == 40 and r["dev"] == np.mean(np.array(list(r["dev_pred"]), int) == data.dev.y)
-    again = train_one(job, data)
+    again, model = train_one(job, data, return_model=True)
     assert again["dev_pred"] == r["dev_pred"]  # seeded: the same run twice gives the same predictions
+    assert "".join(map(str, predict(model, data.dev, data.pad_id).tolist())) == r["dev_pred"]  # the kept epoch
 
 
 def test_run_jobs_caches_resumes_and_keeps_job_order(saved_lm, tmp_path):

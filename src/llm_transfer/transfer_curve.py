@@ -134,8 +134,8 @@ def _optimizer(model: torch.nn.Module, lr: float) -> torch.optim.Optimizer:
                              lr=lr, fused=True)
 
 
-def train_one(job: Job, data: CurveData) -> dict:
-    """Fine-tune one classifier; the validation-best epoch's dev predictions and accuracy."""
+def train_one(job: Job, data: CurveData, return_model: bool = False) -> dict | tuple[dict, torch.nn.Module]:
+    """Fine-tune one classifier; the validation-best epoch's dev predictions and accuracy (and the model, if asked)."""
     t0 = time.perf_counter()
     body = start_body(job.start, job.seed)
     torch.manual_seed(job.seed)  # the head and dropout: the same for every start at this seed
@@ -169,10 +169,11 @@ def train_one(job: Job, data: CurveData) -> dict:
                 best = (acc, epoch, {k: v.detach().clone() for k, v in model.state_dict().items()})
     model.load_state_dict(best[2])
     pred = predict(model, data.dev, data.pad_id)
-    return {"key": job.key(), "start": job.start.name, "n": len(rows), "seed": job.seed, "lr": job.lr,
-            "epochs": job.epochs, "best_epoch": best[1], "val": best[0], "val_curve": curve, "tag": job.tag,
-            "dev": float((pred == data.dev.y).mean()), "dev_pred": "".join(map(str, pred.tolist())),
-            "seconds": time.perf_counter() - t0}
+    rec = {"key": job.key(), "start": job.start.name, "n": len(rows), "seed": job.seed, "lr": job.lr,
+           "epochs": job.epochs, "best_epoch": best[1], "val": best[0], "val_curve": curve, "tag": job.tag,
+           "dev": float((pred == data.dev.y).mean()), "dev_pred": "".join(map(str, pred.tolist())),
+           "seconds": time.perf_counter() - t0}
+    return (rec, model) if return_model else rec
 
 
 def read_cache(path: Path) -> dict[str, dict]:
