@@ -95,8 +95,11 @@ def test_no_shared_folder_names_the_fix(monkeypatch):
     monkeypatch.setenv(ENV_CORPORA, "hub")
     with pytest.raises(DataError, match="no hub copy"):
         next(iter_documents("product_sentences"))
-    with pytest.raises(DataError, match="no shared data folder"):
+    with pytest.raises(DataError, match="no shared data folder") as e:
         labelled_rows("pros_cons")
+    assert "download them from" in str(e.value) and "=hub reads" not in str(e.value)  # no hub copy to point at
+    with pytest.raises(DataError, match="=hub reads the hub copy"):
+        corpora.verified_path("corpora/imdb_unlabeled.txt.gz", "0" * 64, root=None)
 
 
 def test_real_corpora_and_product_files(shared):

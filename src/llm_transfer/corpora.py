@@ -82,9 +82,11 @@ def find_shared_data() -> Path | None:
 
 
 def _how_to_get(rel: str) -> str:
-    """The fix for a missing corpus file."""
+    """The fix for a missing corpus file (the product files have no hub copy: where they come from instead)."""
+    where = (f"the product files have no hub copy: download them from {PRODUCTS_SOURCE}" if rel.startswith("products/")
+             else f"online, {ENV_CORPORA}=hub reads the hub copy instead")
     return (f"Put the shared data folder next to the checkout (../shared/data/{rel}) or set {ENV_CORPORA} to a folder "
-            f"that holds {rel}; online, {ENV_CORPORA}=hub reads the hub copy instead.")
+            f"that holds {rel}; {where}.")
 
 
 def _open_text(path: Path) -> io.TextIOBase:
@@ -169,8 +171,7 @@ def _hub_documents(corpus: Corpus, limit: int | None) -> Iterator[str]:
     import datasets
 
     if corpus.hub is None:
-        raise DataError(f"{corpus.name} has no hub copy: {_how_to_get(corpus.path)} The files come from "
-                        f"{PRODUCTS_SOURCE}.")
+        raise DataError(f"{corpus.name} has no hub copy. {_how_to_get(corpus.path)}")
     hub_id, config, split, column = corpus.hub
     try:
         stream = datasets.load_dataset(hub_id, config, split=split, streaming=True)
