@@ -149,6 +149,8 @@ def test_run_few_label_reuses_the_cache_and_retrains_when_an_evaluation_is_missi
     assert "training 1" in logs[-2] and len(more[0]["val"]) == 4
     changed = few_label_job("clf", clf, rows, TrainConfig(**{**cfg.__dict__, "lr": 2e-3}))
     assert changed.key() != jobs[0].key()
+    side_by_side = run_few_label(jobs, evals, tmp_path / "two.jsonl", tokenizer, log=logs.append, workers=2)
+    assert "with 2 worker(s)" in logs[-3] and [r["test"] for r in side_by_side] == [r["test"] for r in first]
 
 
 def test_continue_mlm_refuses_an_altered_cached_encoder_in_one_line(tiny_folders, tmp_path):

@@ -8,10 +8,12 @@ import functools
 import hashlib
 import io
 import json
+import multiprocessing as mp
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -293,35 +295,67 @@ def epochs_for_steps(n: int, batch_size: int, min_steps: int, lo: int = 2, hi: i
     return int(min(hi, max(lo, np.ceil(min_steps / np.ceil(n / batch_size)))))
 
 
+def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
+    """One fine-tune, scored on every evaluation set: the record run_few_label caches."""
+    seed_everything(job.cfg.seed)
+    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+        model = load_classifier(job.folder)
+        train = tokenize(as_dataset([{"sentence": s, "label": y} for s, y in job.rows]), tokenizer, job.cfg.max_length)
+        res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
+                        progress=False, log=lambda *a: None)
+    rec = {"key": job.key(), "start": job.start, "n": len(job.rows), "lr": job.cfg.lr, "epochs": job.cfg.epochs,
+           "seed": job.cfg.seed, "tag": job.tag, "train_seconds": round(res.train_seconds, 1)}
+    for name, ds in toks.items():
+        rec[name] = "".join(map(str, predict_logits(model, tokenizer, ds).argmax(1).tolist()))
+    return rec
+
+
+_WORKER: dict = {}
+
+
+def _init_worker(toks: dict, tokenizer) -> None:
+    """Each worker: one thread, the evaluation sets and tokenizer received once."""
+    torch.set_num_threads(1)
+    _WORKER.update(toks=toks, tokenizer=tokenizer)
+
+
+def _work(job: FewLabelJob) -> dict:
+    return _train_job(job, _WORKER["toks"], _WORKER["tokenizer"])
+
+
 def run_few_label(jobs: Sequence[FewLabelJob], evals: dict[str, Dataset], cache: str | Path, tokenizer,
-                  log: Callable = print) -> list[dict]:
-    """Each job's predictions on every evaluation set (string of 0/1 per set), reused from `cache` or trained now."""
+                  log: Callable = print, workers: int = 1) -> list[dict]:
+    """Each job's predictions on every evaluation set (string of 0/1 per set), reused from `cache` or trained now.
+
+    `workers` > 1: that many processes of one thread each train side by side (on a CPU, small batches use two cores
+    better that way than one process of two threads); each finished job is appended to `cache` as it arrives.
+    """
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
     done = {k: r for k, r in read_cache(cache).items() if all(name in r for name in evals)}  # scored on all evals
     todo = list({j.key(): j for j in jobs if j.key() not in done}.values())  # duplicates train once
     log(f"{sum(j.key() in done for j in jobs)} of {len(jobs)} fine-tunes reused from {display_path(cache)}; "
-        f"training {len(todo)}")
+        f"training {len(todo)} with {workers} worker(s)")
     toks = {name: tokenize(ds, tokenizer, 128) for name, ds in evals.items()}
     t0 = time.perf_counter()
-    for k, job in enumerate(todo, 1):
-        seed_everything(job.cfg.seed)
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            model = load_classifier(job.folder)
-            train = tokenize(as_dataset([{"sentence": s, "label": y} for s, y in job.rows]), tokenizer,
-                             job.cfg.max_length)
-            res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
-                            progress=False, log=lambda *a: None)
-        rec = {"key": job.key(), "start": job.start, "n": len(job.rows), "lr": job.cfg.lr,
-               "epochs": job.cfg.epochs, "seed": job.cfg.seed, "tag": job.tag,
-               "train_seconds": round(res.train_seconds, 1)}
-        for name, ds in toks.items():
-            pred = predict_logits(model, tokenizer, ds).argmax(1)
-            rec[name] = "".join(map(str, pred.tolist()))
+
+    def keep(k: int, rec: dict) -> None:
         append_record(cache, rec)
         done[rec["key"]] = rec
         if k % max(1, len(todo) // 8) == 0 or k == len(todo):
             log(f"  {k}/{len(todo)} fine-tunes done, {time.perf_counter() - t0:.0f} s")
+
+    if workers > 1 and len(todo) > 1:
+        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                                   initargs=(toks, tokenizer))
+        try:
+            for k, fut in enumerate(as_completed([pool.submit(_work, j) for j in todo]), 1):
+                keep(k, fut.result())
+        finally:
+            pool.shutdown(cancel_futures=True)
+    else:
+        for k, job in enumerate(todo, 1):
+            keep(k, _train_job(job, toks, tokenizer))
     return [done[j.key()] for j in jobs]
 
 
