@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
@@ -16,13 +18,16 @@ from llm_transfer.domain_shift import (
     draw_rows,
     epochs_for_steps,
     few_label_job,
+    folder_weights_sha256,
     load_products,
     mlm_loss,
     norm_text,
     product_split,
     run_few_label,
     shift_ci,
+    texts_sha256,
 )
+from llm_transfer.data import tokenize
 from llm_transfer.training import TrainConfig
 
 
@@ -165,3 +170,25 @@ def test_continue_mlm_refuses_an_altered_cached_encoder_in_one_line(tiny_folders
     with pytest.raises(CheckpointError, match="model.safetensors: damaged") as e:
         continue_mlm(enc, TEXTS, TEXTS[:6], tmp_path / "out", BUDGET, log=lambda m: None)
     assert "\n" not in str(e.value)
+
+
+def test_a_random_init_job_has_its_own_key_is_reproducible_and_stays_quiet(tiny_folders, tokenizer,
+                                                                                    tmp_path, capfd):
+    from llm_transfer.domain_shift import _train_job, as_dataset
+
+    clf, _ = tiny_folders  # the encoder folder: no classification head, so loading reports a fresh one
+    rows = [{"sentence": t, "label": i % 2} for i, t in enumerate(TEXTS[:8])]
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-3, max_length=16, mixed_precision="no")
+    pre, rnd = few_label_job("clf", clf, rows, cfg), few_label_job("clf", clf, rows, cfg, random_init=True)
+    # the pretrained job's key is the one earlier caches hold: weights, rows and recipe only
+    blob = json.dumps([folder_weights_sha256(clf), texts_sha256(pre.rows), asdict(cfg)], sort_keys=True)
+    assert pre.key() == hashlib.sha256(blob.encode()).hexdigest()[:24] != rnd.key()
+    toks = {"test": tokenize(as_dataset(rows), tokenizer, 16)}
+    a, b = _train_job(pre, toks, tokenizer), _train_job(rnd, toks, tokenizer)
+    assert a["steps"] == b["steps"] == 2 and a["key"] != b["key"]
+    assert _train_job(rnd, toks, tokenizer)["test"] == b["test"]  # the same seed draws the same random weights
+    capfd.readouterr()
+    # in worker processes (how notebooks run them) the fresh head's load report must not reach the output
+    run_few_label([pre, rnd], {"test": as_dataset(rows)}, tmp_path / "runs.jsonl", tokenizer, log=lambda m: None,
+                  workers=2)
+    assert "LOAD REPORT" not in "".join(capfd.readouterr())

@@ -20,6 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
+from transformers.utils import logging as hf_logging
 
 from .checkpoints import atomic_dir, recover, verify_manifest
 from .corpora import iter_documents, labelled_rows
@@ -277,17 +278,22 @@ class FewLabelJob:
     rows: tuple  # ((sentence, label), ...)
     cfg: TrainConfig
     tag: str = ""
+    random_init: bool = False  # the folder's architecture with fresh random weights (seeded by cfg.seed)
 
     def key(self) -> str:
-        """What the result depends on: the start's weights, the rows, the recipe."""
-        blob = json.dumps([folder_weights_sha256(self.folder), texts_sha256(self.rows), asdict(self.cfg)],
-                          sort_keys=True)
+        """What the result depends on: the start's weights (or random_init), the rows, the recipe."""
+        parts = [folder_weights_sha256(self.folder), texts_sha256(self.rows), asdict(self.cfg)]
+        if self.random_init:  # appended only when set: the keys of pretrained starts stay as they were
+            parts.append("random_init")
+        blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
-def few_label_job(start: str, folder: str | Path, rows: Sequence[dict], cfg: TrainConfig, tag: str = "") -> FewLabelJob:
+def few_label_job(start: str, folder: str | Path, rows: Sequence[dict], cfg: TrainConfig, tag: str = "",
+                  random_init: bool = False) -> FewLabelJob:
     """A job from row dicts."""
-    return FewLabelJob(start, str(folder), tuple((r["sentence"], int(r["label"])) for r in rows), cfg, tag)
+    return FewLabelJob(start, str(folder), tuple((r["sentence"], int(r["label"])) for r in rows), cfg, tag,
+                       random_init)
 
 
 def epochs_for_steps(n: int, batch_size: int, min_steps: int, lo: int = 2, hi: int = 40) -> int:
@@ -298,13 +304,20 @@ def epochs_for_steps(n: int, batch_size: int, min_steps: int, lo: int = 2, hi: i
 def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
     """One fine-tune, scored on every evaluation set: the record run_few_label caches."""
     seed_everything(job.cfg.seed)
-    with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-        model = load_classifier(job.folder)
-        train = tokenize(as_dataset([{"sentence": s, "label": y} for s, y in job.rows]), tokenizer, job.cfg.max_length)
-        res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
-                        progress=False, log=lambda *a: None)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()  # the "classifier MISSING" load report is expected: a fresh head
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            model = load_classifier(job.folder, random_init=job.random_init)
+            rows = as_dataset([{"sentence": s, "label": y} for s, y in job.rows])
+            train = tokenize(rows, tokenizer, job.cfg.max_length)
+            res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
+                            progress=False, log=lambda *a: None)
+    finally:
+        hf_logging.set_verbosity(level)
     rec = {"key": job.key(), "start": job.start, "n": len(job.rows), "lr": job.cfg.lr, "epochs": job.cfg.epochs,
-           "seed": job.cfg.seed, "tag": job.tag, "train_seconds": round(res.train_seconds, 1)}
+           "seed": job.cfg.seed, "tag": job.tag, "train_seconds": round(res.train_seconds, 1),
+           "steps": len(res.step_losses)}
     for name, ds in toks.items():
         rec[name] = "".join(map(str, predict_logits(model, tokenizer, ds).argmax(1).tolist()))
     return rec
