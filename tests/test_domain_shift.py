@@ -11,6 +11,7 @@ import pytest
 import torch
 
 from llm_transfer import corpora
+from llm_transfer.data import tokenize
 from llm_transfer.domain_shift import (
     accuracy_of,
     continue_mlm,
@@ -27,7 +28,6 @@ from llm_transfer.domain_shift import (
     shift_ci,
     texts_sha256,
 )
-from llm_transfer.data import tokenize
 from llm_transfer.training import TrainConfig
 
 
