@@ -192,3 +192,19 @@ def test_a_random_init_job_has_its_own_key_is_reproducible_and_stays_quiet(tiny_
     run_few_label([pre, rnd], {"test": as_dataset(rows)}, tmp_path / "runs.jsonl", tokenizer, log=lambda m: None,
                   workers=2)
     assert "LOAD REPORT" not in "".join(capfd.readouterr())
+
+
+def test_a_strategy_job_trains_what_the_strategy_names_and_has_its_own_key(tiny_folders, tokenizer):
+    from llm_transfer.domain_shift import _train_job, as_dataset
+
+    _, clf = tiny_folders
+    rows = [{"sentence": t, "label": i % 2} for i, t in enumerate(TEXTS[:8])]
+    cfg = TrainConfig(epochs=1, batch_size=4, lr=1e-3, max_length=16, mixed_precision="no")
+    full, bitfit = few_label_job("clf", clf, rows, cfg), few_label_job("clf", clf, rows, cfg, strategy="bitfit")
+    lora = few_label_job("clf", clf, rows, cfg, strategy="lora", r=2, alpha=4)
+    assert len({full.key(), bitfit.key(), lora.key()}) == 3
+    assert few_label_job("clf", clf, rows, cfg, strategy="lora", alpha=4, r=2).key() == lora.key()  # order-free
+    toks = {"test": tokenize(as_dataset(rows), tokenizer, 16)}
+    got = {j.strategy: _train_job(j, toks, tokenizer) for j in (full, bitfit, lora)}
+    assert got["bitfit"]["trainable"] < got["full"]["trainable"] and got["lora"]["trainable"] < got["full"]["trainable"]
+    assert got["bitfit"]["strategy"] == "bitfit" and got["full"]["steps"] == 2

@@ -31,6 +31,7 @@ from .masking import IGNORE_INDEX, mask_tokens
 from .models import _from_pretrained, load_classifier
 from .overlap import OverlapIndex
 from .settings import display_path, seed_everything
+from .strategies import prepare
 from .training import TrainConfig, fine_tune, predict_logits
 from .transfer_curve import append_record, read_cache
 
@@ -279,21 +280,25 @@ class FewLabelJob:
     cfg: TrainConfig
     tag: str = ""
     random_init: bool = False  # the folder's architecture with fresh random weights (seeded by cfg.seed)
+    strategy: str = "full"  # strategies.prepare's name: 'full', 'head-only', 'bitfit', 'lora'
+    strategy_args: tuple = ()  # ((name, value), ...) for strategies.prepare, e.g. LoRA's r and alpha
 
     def key(self) -> str:
-        """What the result depends on: the start's weights (or random_init), the rows, the recipe."""
+        """What the result depends on: the start's weights (or random_init), the rows, the recipe, the strategy."""
         parts = [folder_weights_sha256(self.folder), texts_sha256(self.rows), asdict(self.cfg)]
-        if self.random_init:  # appended only when set: the keys of pretrained starts stay as they were
+        if self.random_init:  # appended only when set: the keys of earlier jobs stay as they were
             parts.append("random_init")
+        if self.strategy != "full" or self.strategy_args:
+            parts.append(["strategy", self.strategy, [list(a) for a in self.strategy_args]])
         blob = json.dumps(parts, sort_keys=True)
         return hashlib.sha256(blob.encode()).hexdigest()[:24]
 
 
 def few_label_job(start: str, folder: str | Path, rows: Sequence[dict], cfg: TrainConfig, tag: str = "",
-                  random_init: bool = False) -> FewLabelJob:
-    """A job from row dicts."""
+                  random_init: bool = False, strategy: str = "full", **strategy_args) -> FewLabelJob:
+    """A job from row dicts; `strategy` and its keyword arguments go to strategies.prepare."""
     return FewLabelJob(start, str(folder), tuple((r["sentence"], int(r["label"])) for r in rows), cfg, tag,
-                       random_init)
+                       random_init, strategy, tuple(sorted(strategy_args.items())))
 
 
 def epochs_for_steps(n: int, batch_size: int, min_steps: int, lo: int = 2, hi: int = 40) -> int:
@@ -309,6 +314,8 @@ def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
     try:
         with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
             model = load_classifier(job.folder, random_init=job.random_init)
+            if job.strategy != "full" or job.strategy_args:
+                model = prepare(model, job.strategy, **dict(job.strategy_args))
             rows = as_dataset([{"sentence": s, "label": y} for s, y in job.rows])
             train = tokenize(rows, tokenizer, job.cfg.max_length)
             res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
@@ -317,7 +324,8 @@ def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
         hf_logging.set_verbosity(level)
     rec = {"key": job.key(), "start": job.start, "n": len(job.rows), "lr": job.cfg.lr, "epochs": job.cfg.epochs,
            "seed": job.cfg.seed, "tag": job.tag, "train_seconds": round(res.train_seconds, 1),
-           "steps": len(res.step_losses)}
+           "steps": len(res.step_losses), "strategy": job.strategy,
+           "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
     for name, ds in toks.items():
         rec[name] = "".join(map(str, predict_logits(model, tokenizer, ds).argmax(1).tolist()))
     return rec
