@@ -31,7 +31,7 @@ from .masking import IGNORE_INDEX, mask_tokens
 from .models import _from_pretrained, load_classifier
 from .overlap import OverlapIndex
 from .settings import display_path, seed_everything
-from .strategies import prepare
+from .strategies import prepare, trainable_summary
 from .training import TrainConfig, fine_tune, predict_logits
 from .transfer_curve import append_record, read_cache
 
@@ -325,7 +325,7 @@ def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
     rec = {"key": job.key(), "start": job.start, "n": len(job.rows), "lr": job.cfg.lr, "epochs": job.cfg.epochs,
            "seed": job.cfg.seed, "tag": job.tag, "train_seconds": round(res.train_seconds, 1),
            "steps": len(res.step_losses), "strategy": job.strategy,
-           "trainable": sum(p.numel() for p in model.parameters() if p.requires_grad)}
+           "trainable": trainable_summary(model)["trainable"]}
     for name, ds in toks.items():
         rec[name] = "".join(map(str, predict_logits(model, tokenizer, ds).argmax(1).tolist()))
     return rec
