@@ -8,12 +8,10 @@ import functools
 import hashlib
 import io
 import json
-import multiprocessing as mp
 import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ProcessPoolExecutor, as_completed
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -27,13 +25,13 @@ from .corpora import iter_documents, labelled_rows
 from .data import tokenize
 from .hardware import bf16_autocast
 from .identity import weights_sha256
+from .jobs import run_cached
 from .masking import IGNORE_INDEX, mask_tokens
 from .models import _from_pretrained, load_classifier
 from .overlap import OverlapIndex
 from .settings import display_path, seed_everything
 from .strategies import prepare, trainable_summary
 from .training import TrainConfig, fine_tune, predict_logits
-from .transfer_curve import append_record, read_cache
 
 SPLIT_SALT = "llm-transfer/products"
 MLM_VERSION = 1  # bump when continue_mlm's loop changes: cached encoders of an older loop are retrained
@@ -331,53 +329,16 @@ def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
     return rec
 
 
-_WORKER: dict = {}
-
-
-def _init_worker(toks: dict, tokenizer) -> None:
-    """Each worker: one thread, the evaluation sets and tokenizer received once."""
-    torch.set_num_threads(1)
-    _WORKER.update(toks=toks, tokenizer=tokenizer)
-
-
-def _work(job: FewLabelJob) -> dict:
-    return _train_job(job, _WORKER["toks"], _WORKER["tokenizer"])
-
-
 def run_few_label(jobs: Sequence[FewLabelJob], evals: dict[str, Dataset], cache: str | Path, tokenizer,
                   log: Callable = print, workers: int = 1) -> list[dict]:
     """Each job's predictions on every evaluation set (string of 0/1 per set), reused from `cache` or trained now.
 
-    `workers` > 1: that many processes of one thread each train side by side (on a CPU, small batches use two cores
-    better that way than one process of two threads); each finished job is appended to `cache` as it arrives.
+    `workers` > 1: that many processes of one thread each train side by side (jobs.run_cached); each finished job
+    is appended to `cache` as it arrives.
     """
-    cache = Path(cache)
-    cache.parent.mkdir(parents=True, exist_ok=True)
-    done = {k: r for k, r in read_cache(cache).items() if all(name in r for name in evals)}  # scored on all evals
-    todo = list({j.key(): j for j in jobs if j.key() not in done}.values())  # duplicates train once
-    log(f"{sum(j.key() in done for j in jobs)} of {len(jobs)} fine-tunes reused from {display_path(cache)}; "
-        f"training {len(todo)} with {workers} worker(s)")
     toks = {name: tokenize(ds, tokenizer, 128) for name, ds in evals.items()}
-    t0 = time.perf_counter()
-
-    def keep(k: int, rec: dict) -> None:
-        append_record(cache, rec)
-        done[rec["key"]] = rec
-        if k % max(1, len(todo) // 8) == 0 or k == len(todo):
-            log(f"  {k}/{len(todo)} fine-tunes done, {time.perf_counter() - t0:.0f} s")
-
-    if workers > 1 and len(todo) > 1:
-        pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
-                                   initargs=(toks, tokenizer))
-        try:
-            for k, fut in enumerate(as_completed([pool.submit(_work, j) for j in todo]), 1):
-                keep(k, fut.result())
-        finally:
-            pool.shutdown(cancel_futures=True)
-    else:
-        for k, job in enumerate(todo, 1):
-            keep(k, _train_job(job, toks, tokenizer))
-    return [done[j.key()] for j in jobs]
+    return run_cached(jobs, cache, _train_job, (toks, tokenizer), log=log, workers=workers,
+                      is_done=lambda rec: all(name in rec for name in evals))  # scored on every evaluation set
 
 
 def accuracy_of(rec: dict, name: str, labels: Sequence[int]) -> float:

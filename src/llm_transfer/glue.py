@@ -354,4 +354,7 @@ def load_task_classifier(task: str | GlueTask, name: str | os.PathLike | None = 
     source, head = resolve_model(name), head_config(task)
     if random_init:
         return AutoModelForSequenceClassification.from_config(_from_pretrained(AutoConfig, source, **head))
-    return _from_pretrained(AutoModelForSequenceClassification, source, use_safetensors=True, **head)
+    # ignore_mismatched_sizes: a checkpoint fine-tuned on another task (STS-B's 1-unit head under MRPC's 2) gets a
+    # fresh head of the task's size, not a loading error
+    return _from_pretrained(AutoModelForSequenceClassification, source, use_safetensors=True,
+                            ignore_mismatched_sizes=True, **head)

@@ -69,3 +69,12 @@ def sst2_validation_split(sentences: Sequence[str], n_validation: int, seed: int
     keep[val] = False
     keep &= ~inside
     return SentenceSplit(np.flatnonzero(keep), val, np.flatnonzero(inside), len(roots))
+
+
+def grouped_validation_split(keys: Sequence[str], frac: float, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """(training, validation) row indices: a row goes to validation when its key (e.g. a pair's first sentence,
+    lower-cased words only) hashes into `frac`, so rows that share a key never straddle the two sides."""
+    from .domain_shift import norm_text
+
+    held = np.array([heldout_key(norm_text(k), frac, seed) for k in keys], bool)
+    return np.flatnonzero(~held), np.flatnonzero(held)
