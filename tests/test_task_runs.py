@@ -135,3 +135,14 @@ def test_grouped_validation_split_keeps_a_key_on_one_side():
     assert not {keys[i] for i in train} & {keys[i] for i in val}
     assert 0.05 < len(val) / 1000 < 0.4
     assert grouped_validation_split(["The Cat ."] * 3 + ["the cat"], 0.5, seed=1)[1].size in (0, 4)  # normalised
+
+
+def test_two_workers_keep_weights_without_progress_bars(tiny_folder, tokenizer, tmp_path, capfd):
+    """Spawned workers start with the libraries' progress bars on; saving a kept job must not print them."""
+    evals = {"stsb": {"dev": pairs(6, seed=3, score=True)}}
+    jobs = [TaskJob("stsb", "θ_s", tiny_folder, task_rows(pairs(16, seed=s, score=True), "stsb"), CFG,
+                    save=str(tmp_path / f"kept-{s}")) for s in (1, 2)]
+    recs = run_task_jobs(jobs, evals, tmp_path / "runs.jsonl", tokenizer, log=lambda *a: None, workers=2)
+    assert [r["saved"] for r in recs] == [j.save for j in jobs]
+    err = capfd.readouterr().err
+    assert "Writing model shards" not in err and "it/s]" not in err

@@ -10,15 +10,16 @@ from pathlib import Path
 
 import torch
 
-from .settings import display_path
+from .settings import display_path, quiet_libraries
 from .transfer_curve import append_record, read_cache
 
 _PAYLOAD: dict = {}
 
 
 def _init_worker(train: Callable, payload: tuple) -> None:
-    """Each worker: one thread, the training function and its shared inputs received once."""
+    """Each worker: one thread, the libraries quiet (a spawned process starts loud), its inputs received once."""
     torch.set_num_threads(1)
+    quiet_libraries()
     _PAYLOAD.update(train=train, payload=payload)
 
 

@@ -186,7 +186,8 @@ def _train_task_job(job: TaskJob, evals: dict, tokenizer) -> dict:
             model.save_pretrained(tmp)
             tokenizer.save_pretrained(tmp)
 
-        atomic_dir(job.save, write)
+        with contextlib.redirect_stderr(io.StringIO()):  # save_pretrained's "Writing model shards" bar
+            atomic_dir(job.save, write)
         rec["saved"] = job.save
     return rec
 
