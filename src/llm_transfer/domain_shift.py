@@ -3,10 +3,8 @@ pretraining of an encoder on product text, and few-label fine-tunes cached by wh
 
 from __future__ import annotations
 
-import contextlib
 import functools
 import hashlib
-import io
 import json
 import re
 import time
@@ -18,14 +16,13 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers.utils import logging as hf_logging
 
 from .checkpoints import atomic_dir, recover, verify_manifest
 from .corpora import iter_documents, labelled_rows
 from .data import tokenize
 from .hardware import bf16_autocast
 from .identity import weights_sha256
-from .jobs import run_cached
+from .jobs import quiet_job, run_cached
 from .masking import IGNORE_INDEX, mask_tokens
 from .models import _from_pretrained, load_classifier
 from .overlap import OverlapIndex
@@ -306,20 +303,14 @@ def epochs_for_steps(n: int, batch_size: int, min_steps: int, lo: int = 2, hi: i
 
 def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
     """One fine-tune, scored on every evaluation set: the record run_few_label caches."""
-    seed_everything(job.cfg.seed)
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier MISSING" load report is expected: a fresh head
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            model = load_classifier(job.folder, random_init=job.random_init)
-            if job.strategy != "full" or job.strategy_args:
-                model = prepare(model, job.strategy, **dict(job.strategy_args))
-            rows = as_dataset([{"sentence": s, "label": y} for s, y in job.rows])
-            train = tokenize(rows, tokenizer, job.cfg.max_length)
-            res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
-                            progress=False, log=lambda *a: None)
-    finally:
-        hf_logging.set_verbosity(level)
+    with quiet_job(job.cfg.seed):
+        model = load_classifier(job.folder, random_init=job.random_init)
+        if job.strategy != "full" or job.strategy_args:
+            model = prepare(model, job.strategy, **dict(job.strategy_args))
+        rows = as_dataset([{"sentence": s, "label": y} for s, y in job.rows])
+        train = tokenize(rows, tokenizer, job.cfg.max_length)
+        res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
+                        progress=False, log=lambda *a: None)
     rec = {"key": job.key(), "start": job.start, "n": len(job.rows), "lr": job.cfg.lr, "epochs": job.cfg.epochs,
            "seed": job.cfg.seed, "tag": job.tag, "train_seconds": round(res.train_seconds, 1),
            "steps": len(res.step_losses), "strategy": job.strategy,

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+import io
 import multiprocessing as mp
 import time
 from collections.abc import Callable, Sequence
@@ -9,11 +11,25 @@ from concurrent.futures import ProcessPoolExecutor, as_completed
 from pathlib import Path
 
 import torch
+from transformers.utils import logging as hf_logging
 
-from .settings import display_path, quiet_libraries
+from .settings import display_path, quiet_libraries, seed_everything
 from .transfer_curve import append_record, read_cache
 
 _PAYLOAD: dict = {}
+
+
+@contextlib.contextmanager
+def quiet_job(seed: int):
+    """Seed everything; keep a job's library reports (a fresh head's "MISSING" load report) and prints out."""
+    seed_everything(seed)
+    level = hf_logging.get_verbosity()
+    hf_logging.set_verbosity_error()
+    try:
+        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
+            yield
+    finally:
+        hf_logging.set_verbosity(level)
 
 
 def _init_worker(train: Callable, payload: tuple) -> None:

@@ -21,16 +21,14 @@ from pathlib import Path
 import numpy as np
 import torch
 from datasets import Dataset
-from transformers.utils import logging as hf_logging
 
 from .checkpoints import atomic_dir
 from .domain_shift import folder_weights_sha256, texts_sha256
 from .glue import encode_task, get_task, load_task_classifier
 from .hardware import bf16_autocast, resolve_precision
-from .jobs import run_cached
+from .jobs import quiet_job, run_cached
 from .ner import FEATURES as NER_FEATURES
 from .ner import TAG_IDS, TAG_NAMES, tokenize_ner, word_predictions
-from .settings import seed_everything
 from .training import TrainConfig, fine_tune, predict_logits
 
 NER_TASK = "wikiann"  # WikiANN English: token classification, IOB2 tags (ner.TAG_NAMES)
@@ -157,24 +155,18 @@ def _predict(job: TaskJob, model, tokenizer, ds: Dataset):
 
 def _train_task_job(job: TaskJob, evals: dict, tokenizer) -> dict:
     """One fine-tune, scored on its task's evaluation sets: the record run_task_jobs caches."""
-    seed_everything(job.cfg.seed)
-    level = hf_logging.get_verbosity()
-    hf_logging.set_verbosity_error()  # the "classifier MISSING" load report is expected: a fresh head
-    try:
-        with contextlib.redirect_stdout(io.StringIO()), contextlib.redirect_stderr(io.StringIO()):
-            rows = rows_dataset(job.rows, job.task)
-            if job.task == NER_TASK:
-                model = load_tagger(job.folder, job.random_init)
-                seconds, steps = train_tagger(model, tokenizer, tokenize_ner(rows, tokenizer, job.cfg.max_length),
-                                              job.cfg)
-            else:
-                model = load_task_classifier(job.task, job.folder, random_init=job.random_init)
-                train = encode_task(rows, tokenizer, job.task, job.cfg.max_length)
-                res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
-                                progress=False, log=lambda *a: None, task=job.task)
-                seconds, steps = res.train_seconds, len(res.step_losses)
-    finally:
-        hf_logging.set_verbosity(level)
+    with quiet_job(job.cfg.seed):
+        rows = rows_dataset(job.rows, job.task)
+        if job.task == NER_TASK:
+            model = load_tagger(job.folder, job.random_init)
+            seconds, steps = train_tagger(model, tokenizer, tokenize_ner(rows, tokenizer, job.cfg.max_length),
+                                          job.cfg)
+        else:
+            model = load_task_classifier(job.task, job.folder, random_init=job.random_init)
+            train = encode_task(rows, tokenizer, job.task, job.cfg.max_length)
+            res = fine_tune(model, tokenizer, train, train.select(range(min(16, len(train)))), job.cfg,
+                            progress=False, log=lambda *a: None, task=job.task)
+            seconds, steps = res.train_seconds, len(res.step_losses)
     rec = {"key": job.key(), "task": job.task, "start": job.start, "n": len(job.rows), "lr": job.cfg.lr,
            "epochs": job.cfg.epochs, "seed": job.cfg.seed, "tag": job.tag, "random_init": job.random_init,
            "train_seconds": round(seconds, 1), "steps": steps,
