@@ -68,6 +68,22 @@ def test_train_refuses_other_settings_in_same_folder(trained, capsys):
     assert last.startswith("llm-transfer: error: ") and "--output" in last and "Traceback" not in err
 
 
+def test_train_freeze_word_embeddings_keeps_the_pretrained_table(tmp_path, capsys):
+    from safetensors.torch import load_file
+
+    from llm_transfer.models import load_classifier
+
+    code, out, err = run([*TINY, "--freeze-word-embeddings", "--output", tmp_path / "run"], capsys)
+    assert code == 0, err
+    args = json.loads((tmp_path / "run" / "last" / "train_args.json").read_text())
+    assert args["freeze_word_embeddings"] is True
+    name = "bert.embeddings.word_embeddings.weight"
+    saved = load_file(str(tmp_path / "run" / "last" / "model.safetensors"))
+    assert (saved[name] == load_classifier("bundled").state_dict()[name]).all()  # the pretrained table, untouched
+    assert "--freeze-word-embeddings" in subprocess.run([sys.executable, "-m", "llm_transfer.cli", "train", "--help"],
+                                                        capture_output=True, text=True).stdout
+
+
 def test_evaluate_prints_one_json_object(trained, dev_rows, tmp_path, capsys):
     tsv = tmp_path / "dev.tsv"
     tsv.write_text("sentence\tlabel\n" + "".join(f"{s}\t{y}\n" for s, y in dev_rows))

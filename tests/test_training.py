@@ -13,7 +13,7 @@ from llm_transfer.batching import LengthGroupedBatchSampler, padding_stats
 from llm_transfer.checkpoints import CheckpointError, atomic_dir, load_checkpoint, recover, save_checkpoint
 from llm_transfer.data import subsample, tokenize
 from llm_transfer.settings import display_path
-from llm_transfer.training import TrainConfig, epoch_line, evaluate, fine_tune, predict_proba
+from llm_transfer.training import TrainConfig, epoch_line, evaluate, fine_tune, predict_proba, recipe_fields
 
 QUIET = {"log": lambda *a: None}
 
@@ -107,6 +107,33 @@ def test_training_lowers_the_loss_and_is_reproducible(small, tokenizer, tiny_ber
     b = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, **QUIET)
     keys = ("train_loss", "eval_accuracy", "eval_loss")
     assert [[h[k] for k in keys] for h in a.history] == [[h[k] for k in keys] for h in b.history]
+
+
+def test_a_frozen_word_embedding_table_stays_put_and_resumes(small, tokenizer, tiny_bert, tmp_path):
+    train, dev = small
+    cfg = TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32, seed=1, freeze_word_embeddings=True)
+    start = tiny_bert(0)
+    table0 = start.get_input_embeddings().weight.detach().clone()
+    pos0 = start.bert.embeddings.position_embeddings.weight.detach().clone()
+    full = fine_tune(start, tokenizer, train, dev, cfg, output_dir=tmp_path / "a", **QUIET)
+    trained, _ = load_checkpoint(tmp_path / "a" / "last")
+    assert torch.equal(trained.get_input_embeddings().weight, table0)  # no gradient, no AdamW step, no decay
+    assert not torch.equal(trained.bert.embeddings.position_embeddings.weight, pos0)  # the rest trains
+    part = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "b", stop_after=1, **QUIET)
+    rest = fine_tune(tiny_bert(0), tokenizer, train, dev, cfg, output_dir=tmp_path / "b", **QUIET)
+    assert len(part.history) == 1 and rest.resumed_from_epoch == 1
+    assert rest.history[1]["train_loss"] == full.history[1]["train_loss"]
+    # the option is part of the run's identity: the other recipe's folder is refused, naming the difference
+    with pytest.raises(CheckpointError, match="freeze_word_embeddings: True there, False now"):
+        fine_tune(tiny_bert(0), tokenizer, train, dev, TrainConfig(epochs=2, batch_size=16, lr=1e-3, max_length=32,
+                                                                   seed=1), output_dir=tmp_path / "a", **QUIET)
+
+
+def test_recipe_fields_leave_earlier_identities_unchanged():
+    cfg = TrainConfig(epochs=3, lr=5e-5)
+    assert "freeze_word_embeddings" not in recipe_fields(cfg)  # the default: as every run before the option
+    assert recipe_fields(cfg) == {k: v for k, v in vars(cfg).items() if k != "freeze_word_embeddings"}
+    assert recipe_fields(TrainConfig(freeze_word_embeddings=True))["freeze_word_embeddings"] is True
 
 
 def test_checkpoint_reload_and_resume_match_an_uninterrupted_run(small, tokenizer, tiny_bert, tmp_path):

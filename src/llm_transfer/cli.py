@@ -67,6 +67,9 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--batch-size", type=_positive_int, help="training rows per optimizer step")
     t.add_argument("--lr", type=_positive_float, help="peak learning rate")
     t.add_argument("--max-length", type=_positive_int, help="truncate sentences to this many tokens")
+    t.add_argument("--freeze-word-embeddings", action=argparse.BooleanOptionalAction, default=None,
+                   help="leave the token-embedding table as pretrained (no gradient, no update): ~1.15x faster "
+                   "on a CPU; default: the mode's recipe (benchmarks/results/frozen_table.md)")
     t.add_argument("--train-rows", type=_positive_int, help="train on a random subset of this many rows")
     t.add_argument("--eval-rows", type=_positive_int,
                    help="evaluate each epoch on a random subset of the dev split")
@@ -235,7 +238,8 @@ def cmd_train(a: argparse.Namespace) -> int:
     S = get_settings(data=a.data, model=a.model, mode=a.mode, device=a.device, seed=a.seed)
     hardware.set_threads(S.threads)  # LLM_TRANSFER_THREADS, as in the notebooks
     cfg, rows = task_recipe(S, task.name)
-    overrides = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_length": a.max_length}
+    overrides = {"epochs": a.epochs, "batch_size": a.batch_size, "lr": a.lr, "max_length": a.max_length,
+                 "freeze_word_embeddings": a.freeze_word_embeddings}
     changed = {k: v for k, v in overrides.items() if v is not None}
     cfg = replace(cfg, **changed)
     rows = a.train_rows or rows

@@ -10,7 +10,7 @@ import re
 import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -28,7 +28,7 @@ from .models import _from_pretrained, load_classifier
 from .overlap import OverlapIndex
 from .settings import display_path, seed_everything
 from .strategies import prepare, trainable_summary
-from .training import TrainConfig, fine_tune, predict_logits
+from .training import TrainConfig, fine_tune, predict_logits, recipe_fields
 
 SPLIT_SALT = "llm-transfer/products"
 MLM_VERSION = 1  # bump when continue_mlm's loop changes: cached encoders of an older loop are retrained
@@ -280,7 +280,7 @@ class FewLabelJob:
 
     def key(self) -> str:
         """What the result depends on: the start's weights (or random_init), the rows, the recipe, the strategy."""
-        parts = [folder_weights_sha256(self.folder), texts_sha256(self.rows), asdict(self.cfg)]
+        parts = [folder_weights_sha256(self.folder), texts_sha256(self.rows), recipe_fields(self.cfg)]
         if self.random_init:  # appended only when set: the keys of earlier jobs stay as they were
             parts.append("random_init")
         if self.strategy != "full" or self.strategy_args:

@@ -30,6 +30,10 @@ class IdentityError(CheckpointError):
         super().__init__(message)
         self.folder, self.differences = folder, differences
 
+# Recipe fields added after runs were saved: recorded only when they differ from these defaults (training.py's
+# recipe_fields), so every earlier run keeps its identity; a missing one reads as its default.
+LATER_RECIPE_DEFAULTS = {"freeze_word_embeddings": False}
+
 
 def file_sha256(path: str | os.PathLike) -> str:
     """SHA-256 of a file, remembered per (path, mtime, size) so a weights file is read once per process."""
@@ -170,7 +174,8 @@ def differences(saved: dict, now: dict) -> list[str]:
                        f"there, {nd.get(f'{split}_rows')} rows {_short(nd.get(f'{split}_fingerprint'))} now)")
     if saved.get("seed") != now.get("seed"):
         out.append(f"another seed ({saved.get('seed')} there, {now.get('seed')} now)")
-    sr, nr = saved.get("recipe") or {}, now.get("recipe") or {}
+    sr = {**LATER_RECIPE_DEFAULTS, **(saved.get("recipe") or {})}  # a field recorded only when not its default
+    nr = {**LATER_RECIPE_DEFAULTS, **(now.get("recipe") or {})}
     changed = [f"{k}: {sr.get(k)!r} there, {nr.get(k)!r} now" for k in sorted(set(sr) | set(nr))
                if sr.get(k) != nr.get(k)]
     if changed:

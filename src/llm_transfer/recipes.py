@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import shutil
-from dataclasses import asdict, replace
+from dataclasses import replace
 from pathlib import Path
 
 from .checkpoints import read_metrics, recover, run_lock, verify_manifest
@@ -11,7 +11,7 @@ from .data import load_sst2, subsample, tokenize
 from .identity import data_identity, describe_mismatch, mismatch, model_identity, run_identity
 from .models import load_classifier, load_tokenizer, resolve_model
 from .settings import MPNET_MODEL, Settings, display_path, seed_everything
-from .training import FineTuneResult, TrainConfig, fine_tune
+from .training import FineTuneResult, TrainConfig, fine_tune, recipe_fields
 
 FINETUNE_RUN = "sst2-finetune"  # artifacts/<mode>/sst2-finetune/{best,last}
 MPNET_RUN = "sst2-finetune-mpnet"  # the stronger source model's run (notebook 05, section 8)
@@ -73,7 +73,7 @@ def sst2_identity(settings: Settings, inputs: tuple | None = None) -> dict:
     """The identity (identity.py) a checkpoint of the settings' standard fine-tune must record to be reused."""
     cfg, _, train, dev = inputs or sst2_inputs(settings)
     return run_identity(model_identity(source=resolve_model(settings.model)), data_identity(train, dev), cfg.seed,
-                        asdict(cfg))
+                        recipe_fields(cfg))
 
 
 def run_sst2_finetune(settings: Settings, output_dir: str | Path | None = None, log=print,

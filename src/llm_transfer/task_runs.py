@@ -15,7 +15,7 @@ import json
 import tempfile
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -29,7 +29,7 @@ from .hardware import bf16_autocast, resolve_precision
 from .jobs import quiet_job, run_cached
 from .ner import FEATURES as NER_FEATURES
 from .ner import TAG_IDS, TAG_NAMES, tokenize_ner, word_predictions
-from .training import TrainConfig, fine_tune, predict_logits
+from .training import TrainConfig, fine_tune, predict_logits, recipe_fields
 
 NER_TASK = "wikiann"  # WikiANN English: token classification, IOB2 tags (ner.TAG_NAMES)
 
@@ -49,7 +49,7 @@ class TaskJob:
 
     def key(self) -> str:
         """What the result depends on: task, the start's weights (or random_init), rows, recipe, whether kept."""
-        parts = [self.task, folder_weights_sha256(self.folder), texts_sha256(self.rows), asdict(self.cfg),
+        parts = [self.task, folder_weights_sha256(self.folder), texts_sha256(self.rows), recipe_fields(self.cfg),
                  self.random_init, bool(self.save)]
         return hashlib.sha256(json.dumps(parts, sort_keys=True).encode()).hexdigest()[:24]
 

@@ -28,7 +28,7 @@ from .checkpoints import (
     verify_manifest,
 )
 from .hardware import autocast, bf16_autocast, describe, launch, resolve_precision
-from .identity import check_identity, data_identity, model_identity, run_identity
+from .identity import LATER_RECIPE_DEFAULTS, check_identity, data_identity, model_identity, run_identity
 from .resume import DEFAULT_CHECKPOINT_MINUTES, HeldInterrupt, rng_state, set_rng_state
 from .settings import display_path
 
@@ -48,6 +48,20 @@ class TrainConfig:
     eval_batch_size: int = 128
     mixed_precision: str = "auto"  # "auto" (bf16 where the hardware has it natively), "no", "bf16", "fp16"
     seed: int = 0
+    freeze_word_embeddings: bool = False  # no gradient and no AdamW update for the token-embedding table
+
+
+def recipe_fields(cfg: TrainConfig) -> dict:
+    """The recipe as a run's identity records it: asdict(cfg) without later fields left at their defaults."""
+    d = asdict(cfg)
+    return {k: v for k, v in d.items() if k not in LATER_RECIPE_DEFAULTS or v != LATER_RECIPE_DEFAULTS[k]}
+
+
+def freeze_word_embeddings(model) -> int:
+    """Take the input token-embedding table out of training (in place); returns how many weights it froze."""
+    table = model.get_input_embeddings().weight
+    table.requires_grad_(False)
+    return table.numel()
 
 
 @dataclass
@@ -249,6 +263,8 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
     sampler = loader.batch_sampler
     steps_per_epoch = len(sampler)
     total = steps_per_epoch * cfg.epochs
+    if cfg.freeze_word_embeddings:
+        freeze_word_embeddings(model)
     optimizer = _optimizer(model, cfg)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.warmup_ratio * total), total)
     model, optimizer = accelerator.prepare(model, optimizer)  # (the scheduler steps once per step, as built)
@@ -256,8 +272,8 @@ def _fine_tune(model, tokenizer, train_ds, eval_ds, cfg: TrainConfig, output_dir
         log(f"{procs} processes (accelerate launch, {accelerator.distributed_type.value}): each trains on its "
             f"slice of every {cfg.batch_size}-row batch")
     result = FineTuneResult()
-    args = {**asdict(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
-    recipe = asdict(cfg) if task is None else {**asdict(cfg), "task": task}  # SST-2's identity as it always was
+    args = {**recipe_fields(cfg), "train_rows": len(train_ds), "eval_rows": len(eval_ds)}
+    recipe = recipe_fields(cfg) if task is None else {**recipe_fields(cfg), "task": task}  # SST-2's: no "task"
     if task is not None:
         args["task"] = task
     machine = describe(str(run_device))
