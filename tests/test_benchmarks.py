@@ -5,8 +5,10 @@ from __future__ import annotations
 import importlib.util
 import json
 import math
+import sys
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 SCRIPT = Path(__file__).resolve().parents[1] / "benchmarks" / "bench_finetune.py"
@@ -123,3 +125,29 @@ def test_pretrain_benchmark_tiny_run(tmp_path):
     m = TinyGPT(LMConfig(vocab_size=100, block_size=16, n_layer=1, n_head=2, d_model=8, dropout=0.0))
     body = sum(p.numel() for n, p in m.named_parameters() if n not in ("tok_emb.weight", "pos_emb.weight"))
     assert mod.model_flops_per_token(m, 16) == 6 * (body + 100 * 8) + 12 * 1 * 8 * 16
+
+
+def test_frozen_table_report_pairs_the_arms_by_seed():
+    spec = importlib.util.spec_from_file_location("frozen_table", SCRIPT.with_name("frozen_table.py"))
+    ft = importlib.util.module_from_spec(spec)
+    sys.modules["frozen_table"] = ft  # its dataclass looks its module up
+    spec.loader.exec_module(ft)
+    labels = np.array([1, 0] * 50)
+
+    def rec(arm, seed, wrong):  # `wrong` dev rows predicted wrongly
+        pred = labels.copy()
+        pred[:wrong] = 1 - pred[:wrong]
+        return {"arm": arm, "seed": seed, "dev_accuracy": [0.5, 1 - wrong / 100], "best_epoch": 2,
+                "pred_last": "".join(map(str, pred)), "examples_per_second": 100.0 if arm == "current" else 115.0,
+                "examples_per_cpu_second": None, "train_seconds": 60.0, "machine": "test"}
+
+    recs = [rec("current", 0, 10), rec("current", 1, 12), rec("frozen", 0, 11), rec("frozen", 1, 12)]
+    rep = ft.report(recs, labels)
+    assert rep["diff_of_means"]["value"] == pytest.approx(-0.005)  # (89 + 88) / 2 - (90 + 88) / 2 points / 100
+    lo, hi = rep["diff_of_means"]["ci95"]
+    assert lo <= -0.005 <= hi
+    assert rep["frozen_within_rule"]  # -0.5 points is the edge of the rule: within
+    assert [p["only_current_right"] for p in rep["paired"]] == [1, 0]
+    assert rep["paired"][0]["speed_ratio"] == pytest.approx(1.15)
+    assert not ft.report([rec("current", 0, 10), rec("frozen", 0, 20)], labels)["frozen_within_rule"]
+    assert "within the 0.5-point rule" in ft.to_markdown(rep, recs, "cmd")
