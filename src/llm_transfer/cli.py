@@ -68,8 +68,8 @@ def build_parser() -> argparse.ArgumentParser:
     t.add_argument("--lr", type=_positive_float, help="peak learning rate")
     t.add_argument("--max-length", type=_positive_int, help="truncate sentences to this many tokens")
     t.add_argument("--freeze-word-embeddings", action=argparse.BooleanOptionalAction, default=None,
-                   help="leave the token-embedding table as pretrained (no gradient, no update): ~1.15x faster "
-                   "on a CPU; default: the mode's recipe (benchmarks/results/frozen_table.md)")
+                   help="leave the token-embedding table as pretrained (no gradient, no update): ~1.2x the "
+                   "examples per CPU-second; default: the mode's recipe (benchmarks/results/frozen_table.md)")
     t.add_argument("--train-rows", type=_positive_int, help="train on a random subset of this many rows")
     t.add_argument("--eval-rows", type=_positive_int,
                    help="evaluate each epoch on a random subset of the dev split")

@@ -30,6 +30,7 @@ class IdentityError(CheckpointError):
         super().__init__(message)
         self.folder, self.differences = folder, differences
 
+
 # Recipe fields added after runs were saved: recorded only when they differ from these defaults (training.py's
 # recipe_fields), so every earlier run keeps its identity; a missing one reads as its default.
 LATER_RECIPE_DEFAULTS = {"freeze_word_embeddings": False}
