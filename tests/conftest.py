@@ -47,3 +47,29 @@ def tiny_bert():
         return BertForSequenceClassification(cfg)
 
     return make
+
+
+@pytest.fixture
+def lock_holder():
+    """Start a process that holds `final`'s run lock, copies a finished artefact from `staged` into it, then lets go.
+
+    The scene of two notebooks started side by side: a builder called meanwhile must wait for the lock and then
+    reuse the copy, not train the same artefact a second time into the same folder.
+    """
+    import subprocess
+    import sys
+
+    procs = []
+
+    def start(staged, final, seconds: float = 2.0) -> None:
+        code = ("import shutil, sys, time; from llm_transfer.checkpoints import run_lock\n"
+                f"with run_lock({str(final)!r}, log=lambda m: None):\n"
+                f"    print('held', flush=True); time.sleep({seconds})\n"
+                f"    shutil.copytree({str(staged)!r}, {str(final)!r})\n")
+        proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
+        procs.append(proc)
+        assert proc.stdout.readline().strip() == "held"
+
+    yield start
+    for proc in procs:
+        assert proc.wait(timeout=120) == 0

@@ -209,3 +209,12 @@ def test_a_strategy_job_trains_what_the_strategy_names_and_has_its_own_key(tiny_
     got = {j.strategy: _train_job(j, toks, tokenizer) for j in (full, bitfit, lora)}
     assert got["bitfit"]["trainable"] < got["full"]["trainable"] and got["lora"]["trainable"] < got["full"]["trainable"]
     assert got["bitfit"]["strategy"] == "bitfit" and got["full"]["steps"] == 2
+
+
+def test_a_continued_pretraining_started_beside_another_waits_and_reuses_it(tiny_folders, tmp_path, lock_holder):
+    enc, _ = tiny_folders
+    continue_mlm(enc, TEXTS, TEXTS[:6], tmp_path / "staged", BUDGET, log=lambda m: None)
+    lock_holder(tmp_path / "staged", tmp_path / "out")
+    logs = []
+    continue_mlm(enc, TEXTS, TEXTS[:6], tmp_path / "out", BUDGET, log=logs.append)
+    assert len(logs) == 2 and "waiting" in logs[0] and logs[1].startswith("reusing"), logs

@@ -76,3 +76,17 @@ def test_learnt_wordpiece_and_packed_blocks():
     blocks = pack_blocks(stream, 16)
     assert blocks.shape == (len(stream) // 16, 16) and blocks.flatten().tolist() == stream[:blocks.numel()].tolist()
     assert pack_blocks(stream, 16, max_tokens=40).shape == (2, 16)
+
+
+def test_a_learnt_wordpiece_numbers_its_pieces_in_a_fixed_order(tmp_path):
+    """The trainer numbers pieces in hash-map order (huggingface/tokenizers#1794): the same pieces, other ids."""
+    from llm_transfer.packing import SPECIALS, load_wordpiece
+
+    texts = ["Turntablists scratch records", "the camera's zoom lens", "un-be-liev-able, thé café"] * 20
+    tok = train_wordpiece(texts, vocab_size=90, min_frequency=1)
+    by_id = sorted(tok.get_vocab(), key=tok.get_vocab().get)
+    assert by_id == SPECIALS + sorted(set(by_id) - set(SPECIALS))  # ids follow the pieces, not the run
+    assert tok.tokenize("zoom lens") == ["zoom", "lens"] and tok.unk_token_id not in tok("thé café")["input_ids"]
+    tok.save_pretrained(str(tmp_path))
+    again = load_wordpiece(tmp_path)
+    assert again.get_vocab() == tok.get_vocab() and again("thé zoom")["input_ids"] == tok("thé zoom")["input_ids"]

@@ -253,3 +253,21 @@ def test_classifier_mean_pooling_averages_real_tokens_only():
         assert torch.allclose(clf(padded, mask).logits, by_hand, atol=1e-5)
     with pytest.raises(ValueError, match="pooling"):
         lm.LMClassifier(tiny(), pooling="max")
+
+
+def test_a_pretraining_started_beside_another_waits_and_reuses_it(tiny_source, tmp_path, lock_holder):
+    """Notebooks 02 and 03 side by side: the second must not train TinyGPT again into the same folder."""
+    import shutil
+
+    from llm_transfer.settings import get_settings
+    from llm_transfer.source_lm import TOKENIZER_RUN
+
+    staged = get_settings(mode="quick", artifacts=tmp_path / "staged", device="cpu")
+    lm.get_pretrained_lm(staged, log=lambda *a: None)
+    S = get_settings(mode="quick", artifacts=tmp_path / "main", device="cpu")
+    shutil.copytree(staged.run_dir(TOKENIZER_RUN), S.run_dir(TOKENIZER_RUN))  # the vocabulary learnt: it varies
+    lock_holder(staged.run_dir(lm.PRETRAIN_RUN), S.run_dir(lm.PRETRAIN_RUN))
+    logs: list[str] = []
+    lm.get_pretrained_lm(S, log=logs.append)
+    waited = [m for m in logs if "another process is training" in m]
+    assert len(waited) == 1 and logs[-1].startswith("reusing") and not any("pretraining" in m for m in logs), logs

@@ -164,3 +164,29 @@ def test_adapted_lm_is_trained_once_then_reused_and_lowers_imdb_loss(tmp_path, m
     again, rec2 = adapted_lm.get_adapted_lm(S, base, tok, corpus, log=logs.append)
     assert logs[-1].startswith("reusing") and rec2 == json.loads(json.dumps(record))
     assert torch.equal(again.tok_emb.weight, model.tok_emb.weight)
+
+
+def test_an_imdb_adaptation_started_beside_another_waits_and_reuses_it(tmp_path, monkeypatch, lock_holder):
+    """Notebooks 03 and 07 side by side both need θ_s + IMDb: the second waits for the first's run."""
+    import shutil
+
+    from llm_transfer import adapted_lm, corpora, source_lm
+    from llm_transfer.settings import get_settings
+
+    if corpora.find_shared_data() is None:
+        pytest.skip("no shared data folder (../shared/data)")
+    budget = dict(articles=30, vocab_size=300, train_tokens=2048, block_size=32, batch_size=8, lr=1e-3, n_layer=1,
+                  n_head=2, d_model=32, dropout=0.0, tie_embeddings=True, eval_every=4, heldout_blocks=4)
+    monkeypatch.setattr(source_lm, "pretrain_budget", lambda settings: dict(budget))
+    monkeypatch.setattr(adapted_lm, "adapt_budget", lambda settings: dict(
+        reviews=50, train_tokens=1024, batch_size=8, lr=3e-3, eval_every=8, heldout_blocks=4))
+    staged = get_settings(mode="quick", artifacts=tmp_path / "staged", device="cpu")
+    base, tok = source_lm.get_pretrained_lm(staged, log=lambda *a: None)
+    corpus = adapted_lm.target_corpus(staged, tok, 32)
+    adapted_lm.get_adapted_lm(staged, base, tok, corpus, log=lambda *a: None)
+    S = get_settings(mode="quick", artifacts=tmp_path / "main", device="cpu")
+    shutil.copytree(staged.run_dir(source_lm.PRETRAIN_RUN), S.run_dir(source_lm.PRETRAIN_RUN))
+    lock_holder(staged.run_dir(adapted_lm.ADAPT_RUN), S.run_dir(adapted_lm.ADAPT_RUN))
+    logs: list[str] = []
+    adapted_lm.get_adapted_lm(S, base, tok, corpus, log=logs.append)
+    assert len(logs) == 2 and "waiting" in logs[0] and logs[1].startswith("reusing"), logs

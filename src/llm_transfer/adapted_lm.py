@@ -16,7 +16,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoints import recover
+from .checkpoints import recover, run_lock
 from .corpora import CORPORA, iter_documents
 from .identity import describe_mismatch, differences, rows_fingerprint
 from .lm import evaluate_lm, load_lm, read_lm_meta, save_lm, train_lm
@@ -76,27 +76,31 @@ def adapted_identity(settings: Settings, base_identity: dict, corpus: TargetCorp
 
 def get_adapted_lm(settings: Settings, base: torch.nn.Module, tokenizer, corpus: TargetCorpus | None = None,
                    log: Callable = print) -> tuple[torch.nn.Module, dict]:
-    """(θ_s continued on IMDb, its record: held-out IMDb loss before and after, history), reused when identical."""
+    """(θ_s continued on IMDb, its record: held-out IMDb loss before and after, history), reused when identical.
+
+    Holds the run folder's lock while it checks and trains: a second process waits, then reuses the result.
+    """
     b = adapt_budget(settings)
     corpus = corpus or target_corpus(settings, tokenizer, base.cfg.block_size)
     base_identity = read_lm_meta(settings.run_dir(PRETRAIN_RUN))["identity"]
     now = adapted_identity(settings, base_identity, corpus)
     folder = settings.run_dir(ADAPT_RUN)
-    if recover(folder, marker="config.json") is not None:
-        meta = read_lm_meta(folder)
-        diffs = differences(meta["identity"], now) if isinstance(meta.get("identity"), dict) else ["no identity"]
-        if not diffs:
-            log(f"reusing the IMDb-adapted TinyGPT in {display_path(folder)}")
-            return load_lm(folder, settings.device), meta["record"]
-        log(f"{describe_mismatch(folder, diffs, 'an adapted TinyGPT')}: replacing it")
-    pad = tokenizer.pad_token_id
-    before = evaluate_lm(base, corpus.heldout_blocks, pad_id=pad)
-    model = copy.deepcopy(base).train()
-    steps = max(1, len(corpus.train_blocks) // b["batch_size"])
-    log(f"continuing TinyGPT's pretraining on IMDb reviews: {corpus.train_blocks.numel():,} tokens, {steps} steps")
-    history = train_lm(model, corpus.train_blocks, corpus.heldout_blocks[:100], steps, b["batch_size"], b["lr"],
-                       eval_every=b["eval_every"], seed=settings.seed, pad_id=pad, log=log)
-    after = evaluate_lm(model, corpus.heldout_blocks, pad_id=pad)
-    record = {"heldout_before": before, "heldout_after": after, "history": history, "steps": steps}
-    save_lm(model, folder, {"identity": now, "record": record})
-    return model.eval(), record
+    with run_lock(folder, log=log):  # notebooks 03 and 07 side by side: the second waits, then reuses it
+        if recover(folder, marker="config.json") is not None:
+            meta = read_lm_meta(folder)
+            diffs = differences(meta["identity"], now) if isinstance(meta.get("identity"), dict) else ["no identity"]
+            if not diffs:
+                log(f"reusing the IMDb-adapted TinyGPT in {display_path(folder)}")
+                return load_lm(folder, settings.device), meta["record"]
+            log(f"{describe_mismatch(folder, diffs, 'an adapted TinyGPT')}: replacing it")
+        pad = tokenizer.pad_token_id
+        before = evaluate_lm(base, corpus.heldout_blocks, pad_id=pad)
+        model = copy.deepcopy(base).train()
+        steps = max(1, len(corpus.train_blocks) // b["batch_size"])
+        log(f"continuing TinyGPT's pretraining on IMDb reviews: {corpus.train_blocks.numel():,} tokens, {steps} steps")
+        history = train_lm(model, corpus.train_blocks, corpus.heldout_blocks[:100], steps, b["batch_size"], b["lr"],
+                           eval_every=b["eval_every"], seed=settings.seed, pad_id=pad, log=log)
+        after = evaluate_lm(model, corpus.heldout_blocks, pad_id=pad)
+        record = {"heldout_before": before, "heldout_after": after, "history": history, "steps": steps}
+        save_lm(model, folder, {"identity": now, "record": record})
+        return model.eval(), record

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from datasets import Dataset
 
-from .checkpoints import atomic_dir, recover, verify_manifest
+from .checkpoints import atomic_dir, recover, run_lock, verify_manifest
 from .corpora import iter_documents, labelled_rows
 from .data import tokenize
 from .hardware import bf16_autocast
@@ -218,47 +218,49 @@ def continue_mlm(source: str | Path, texts: Sequence[str], heldout: Sequence[str
     what the unchanged encoder's features allow), then everything (`steps`). The held-out loss after each phase
     says what the encoder's own update bought. The saved folder is `source` with only the encoder replaced (a
     classifier keeps its head and pooler), so `load_classifier(out)` starts from it as from `source`.
-    Returns the record (losses, seconds, identity) that dapt.json in `out` keeps.
+    Returns the record (losses, seconds, identity) that dapt.json in `out` keeps. Holds `out`'s run lock while it
+    checks and trains: a second process waits, then reuses the result.
     """
     from transformers import AutoConfig, AutoModel, AutoModelForSequenceClassification, AutoTokenizer, BertForMaskedLM
 
     out = Path(out)
     identity = {"source": folder_weights_sha256(source), "texts": texts_sha256(texts),
                 "heldout": texts_sha256(heldout), "budget": budget, "seed": seed, "version": MLM_VERSION}
-    if (done := recover(out, marker="dapt.json")) is not None:
-        rec = json.loads((done / "dapt.json").read_text())
-        if rec.get("identity") == identity and verify_manifest(done):
-            log(f"reusing the product-adapted encoder {display_path(done)}")
-            return rec
-        log(f"{display_path(done)} holds another continued pretraining: training it again")
-    t0 = time.perf_counter()
-    seed_everything(seed)
-    tok = AutoTokenizer.from_pretrained(source)
-    mlm = _from_pretrained(BertForMaskedLM, str(source))  # the head's weights are new: see the docstring
-    ml = budget["max_length"]
-    batches = _mlm_batches(tok, list(texts), budget["batch_size"], ml, seed)
-    rec = {"identity": identity, "texts": len(texts), "heldout_sentences": len(heldout)}
-    head = [p for n, p in mlm.named_parameters() if n.startswith("cls.")]
-    rec["head_losses"] = _train_mlm(mlm, tok, batches, budget["head_steps"], budget["head_lr"], head, seed)
-    rec["heldout_loss_head_only"] = mlm_loss(mlm, tok, heldout, ml, seed)
-    rec["losses"] = _train_mlm(mlm, tok, batches, budget["steps"], budget["lr"], list(mlm.parameters()), seed + 1)
-    rec["heldout_loss_adapted"] = mlm_loss(mlm, tok, heldout, ml, seed)
-    archs = AutoConfig.from_pretrained(source).architectures or []
-    loader = AutoModelForSequenceClassification if any("SequenceClassification" in a for a in archs) else AutoModel
-    full = _from_pretrained(loader, str(source))
-    body = full.base_model  # BertModel: the encoder whose weights the MLM run changed
-    missing, unexpected = body.load_state_dict(mlm.bert.state_dict(), strict=False)
-    if unexpected or any(not k.startswith("pooler.") for k in missing):
-        raise RuntimeError(f"encoder weights do not fit {source}: missing {missing}, unexpected {unexpected}")
-    rec["seconds"] = round(time.perf_counter() - t0, 1)
+    with run_lock(out, log=log):  # a second run of the same folder waits, then reuses it
+        if (done := recover(out, marker="dapt.json")) is not None:
+            rec = json.loads((done / "dapt.json").read_text())
+            if rec.get("identity") == identity and verify_manifest(done):
+                log(f"reusing the product-adapted encoder {display_path(done)}")
+                return rec
+            log(f"{display_path(done)} holds another continued pretraining: training it again")
+        t0 = time.perf_counter()
+        seed_everything(seed)
+        tok = AutoTokenizer.from_pretrained(source)
+        mlm = _from_pretrained(BertForMaskedLM, str(source))  # the head's weights are new: see the docstring
+        ml = budget["max_length"]
+        batches = _mlm_batches(tok, list(texts), budget["batch_size"], ml, seed)
+        rec = {"identity": identity, "texts": len(texts), "heldout_sentences": len(heldout)}
+        head = [p for n, p in mlm.named_parameters() if n.startswith("cls.")]
+        rec["head_losses"] = _train_mlm(mlm, tok, batches, budget["head_steps"], budget["head_lr"], head, seed)
+        rec["heldout_loss_head_only"] = mlm_loss(mlm, tok, heldout, ml, seed)
+        rec["losses"] = _train_mlm(mlm, tok, batches, budget["steps"], budget["lr"], list(mlm.parameters()), seed + 1)
+        rec["heldout_loss_adapted"] = mlm_loss(mlm, tok, heldout, ml, seed)
+        archs = AutoConfig.from_pretrained(source).architectures or []
+        loader = AutoModelForSequenceClassification if any("SequenceClassification" in a for a in archs) else AutoModel
+        full = _from_pretrained(loader, str(source))
+        body = full.base_model  # BertModel: the encoder whose weights the MLM run changed
+        missing, unexpected = body.load_state_dict(mlm.bert.state_dict(), strict=False)
+        if unexpected or any(not k.startswith("pooler.") for k in missing):
+            raise RuntimeError(f"encoder weights do not fit {source}: missing {missing}, unexpected {unexpected}")
+        rec["seconds"] = round(time.perf_counter() - t0, 1)
 
-    def write(folder: Path) -> None:
-        full.save_pretrained(folder)
-        tok.save_pretrained(folder)
-        (folder / "dapt.json").write_text(json.dumps(rec, indent=1))
+        def write(folder: Path) -> None:
+            full.save_pretrained(folder)
+            tok.save_pretrained(folder)
+            (folder / "dapt.json").write_text(json.dumps(rec, indent=1))
 
-    atomic_dir(out, write, manifest=True)
-    return rec
+        atomic_dir(out, write, manifest=True)
+        return rec
 
 
 # ---------------------------------------------------------------------------------------------------------------

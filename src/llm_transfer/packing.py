@@ -29,6 +29,13 @@ def train_wordpiece(texts: Iterable[str], vocab_size: int = 8192, min_frequency:
     trainer = trainers.WordPieceTrainer(vocab_size=vocab_size, min_frequency=min_frequency, special_tokens=SPECIALS,
                                         show_progress=False)
     tok.train_from_iterator(texts, trainer=trainer)
+    # The trainer numbers its pieces in hash-map order, so two runs on the same text give the same pieces under
+    # other ids (huggingface/tokenizers#1794): number them in a fixed order instead, the special tokens first.
+    vocab = tok.get_vocab()
+    order = SPECIALS + sorted(t for t in vocab if t not in SPECIALS)
+    tok.model = models.WordPiece({t: i for i, t in enumerate(order)}, unk_token="[UNK]",
+                                 continuing_subword_prefix=tok.model.continuing_subword_prefix,
+                                 max_input_chars_per_word=tok.model.max_input_chars_per_word)
     cls, sep = tok.token_to_id("[CLS]"), tok.token_to_id("[SEP]")
     tok.post_processor = processors.TemplateProcessing(
         single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)])

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from .checkpoints import atomic_dir, recover
+from .checkpoints import atomic_dir, recover, run_lock
 from .corpora import CORPORA, iter_documents
 from .identity import describe_mismatch, differences, rows_fingerprint, run_identity
 from .lm import evaluate_lm, load_lm, new_lm, read_lm_meta, save_lm, train_lm
@@ -69,18 +69,19 @@ def _tokenizer(settings: Settings, budget: dict, train_docs: list[str], log: Cal
     folder = settings.run_dir(TOKENIZER_RUN)
     ident = {"corpus": CORPORA["wikipedia"].sha256, "articles": budget["articles"], "seed": settings.seed,
              "vocab_size": budget["vocab_size"], "heldout_frac": HELDOUT_FRAC}
-    if recover(folder, marker="identity.json") is not None and \
-            json.loads((folder / "identity.json").read_text()) == ident:
+    with run_lock(folder, log=log):  # two notebooks side by side share one vocabulary, learnt once
+        if recover(folder, marker="identity.json") is not None and \
+                json.loads((folder / "identity.json").read_text()) == ident:
+            return load_wordpiece(folder)
+        log(f"learning a {budget['vocab_size']:,}-piece WordPiece vocabulary on {len(train_docs):,} training articles")
+        tok = train_wordpiece(paragraphs(train_docs), budget["vocab_size"])
+
+        def write(tmp):
+            tok.save_pretrained(str(tmp))
+            (tmp / "identity.json").write_text(json.dumps(ident))
+
+        atomic_dir(folder, write)
         return load_wordpiece(folder)
-    log(f"learning a {budget['vocab_size']:,}-piece WordPiece vocabulary on {len(train_docs):,} training articles")
-    tok = train_wordpiece(paragraphs(train_docs), budget["vocab_size"])
-
-    def write(tmp):
-        tok.save_pretrained(str(tmp))
-        (tmp / "identity.json").write_text(json.dumps(ident))
-
-    atomic_dir(folder, write)
-    return load_wordpiece(folder)
 
 
 def source_corpus(settings: Settings, log: Callable = print) -> SourceCorpus:
@@ -110,28 +111,32 @@ def pretrained_lm_identity(settings: Settings, budget: dict, corpus: SourceCorpu
 
 
 def get_pretrained_lm(settings: Settings, log: Callable = print, corpus: SourceCorpus | None = None):
-    """(TinyGPT, tokenizer) pretrained on Wikipedia: reused from run_dir('tiny-lm-wiki') when of the same identity."""
+    """(TinyGPT, tokenizer) pretrained on Wikipedia: reused from run_dir('tiny-lm-wiki') when of the same identity.
+
+    Holds the run folder's lock while it checks and trains: a second process waits, then reuses the result.
+    """
     budget = pretrain_budget(settings)
     corpus = corpus or source_corpus(settings, log)
     folder = settings.run_dir(PRETRAIN_RUN)
     now = pretrained_lm_identity(settings, budget, corpus)
-    if recover(folder, marker="config.json") is not None:
-        meta = read_lm_meta(folder)
-        diffs = differences(meta["identity"], now) if isinstance(meta.get("identity"), dict) else ["no identity"]
-        if not diffs:
-            log(f"reusing the pretrained TinyGPT in {display_path(folder)}")
-            return load_lm(folder, settings.device), corpus.tokenizer
-        log(f"{describe_mismatch(folder, diffs, 'a TinyGPT')}: replacing it")
-    torch.manual_seed(settings.seed)
-    sizes = {k: budget[k] for k in ("n_layer", "n_head", "d_model", "dropout", "tie_embeddings")}
-    model = new_lm(corpus.train_blocks, corpus.tokenizer, "gpt", compact=False, block_size=budget["block_size"],
-                   **sizes).to(settings.device)
-    steps = steps_of(budget)
-    log(f"pretraining TinyGPT ({settings.mode} mode): {corpus.train_blocks.numel():,} tokens, {steps} steps")
-    history = train_lm(model, corpus.train_blocks, corpus.heldout_blocks[:100], steps, budget["batch_size"],
-                       budget["lr"], eval_every=budget["eval_every"], seed=settings.seed,
-                       pad_id=corpus.tokenizer.pad_token_id, log=log)
-    final = evaluate_lm(model, corpus.heldout_blocks, pad_id=corpus.tokenizer.pad_token_id)
-    save_lm(model, folder, {"identity": now, "budget": budget, "seed": settings.seed, "history": history,
-                            "heldout": final, "train_blocks": len(corpus.train_blocks)})
-    return model.eval(), corpus.tokenizer
+    with run_lock(folder, log=log):  # a notebook started beside one that is pretraining waits, then reuses it
+        if recover(folder, marker="config.json") is not None:
+            meta = read_lm_meta(folder)
+            diffs = differences(meta["identity"], now) if isinstance(meta.get("identity"), dict) else ["no identity"]
+            if not diffs:
+                log(f"reusing the pretrained TinyGPT in {display_path(folder)}")
+                return load_lm(folder, settings.device), corpus.tokenizer
+            log(f"{describe_mismatch(folder, diffs, 'a TinyGPT')}: replacing it")
+        torch.manual_seed(settings.seed)
+        sizes = {k: budget[k] for k in ("n_layer", "n_head", "d_model", "dropout", "tie_embeddings")}
+        model = new_lm(corpus.train_blocks, corpus.tokenizer, "gpt", compact=False, block_size=budget["block_size"],
+                       **sizes).to(settings.device)
+        steps = steps_of(budget)
+        log(f"pretraining TinyGPT ({settings.mode} mode): {corpus.train_blocks.numel():,} tokens, {steps} steps")
+        history = train_lm(model, corpus.train_blocks, corpus.heldout_blocks[:100], steps, budget["batch_size"],
+                           budget["lr"], eval_every=budget["eval_every"], seed=settings.seed,
+                           pad_id=corpus.tokenizer.pad_token_id, log=log)
+        final = evaluate_lm(model, corpus.heldout_blocks, pad_id=corpus.tokenizer.pad_token_id)
+        save_lm(model, folder, {"identity": now, "budget": budget, "seed": settings.seed, "history": history,
+                                "heldout": final, "train_blocks": len(corpus.train_blocks)})
+        return model.eval(), corpus.tokenizer
