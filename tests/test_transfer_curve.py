@@ -140,9 +140,10 @@ def test_paired_gain_ci_resamples_sentences_with_their_draws():
         paired_gain_ci(y, a, b[:, :10])
 
 
-def test_adapted_lm_is_trained_once_then_reused_and_lowers_imdb_loss(tmp_path, monkeypatch):
+@pytest.fixture
+def tiny_lms(monkeypatch):
+    """source_lm and adapted_lm with budgets of a few articles, reviews and steps (skipped without shared data)."""
     from llm_transfer import adapted_lm, corpora, source_lm
-    from llm_transfer.settings import get_settings
 
     if corpora.find_shared_data() is None:
         pytest.skip("no shared data folder (../shared/data)")
@@ -151,6 +152,13 @@ def test_adapted_lm_is_trained_once_then_reused_and_lowers_imdb_loss(tmp_path, m
     monkeypatch.setattr(source_lm, "pretrain_budget", lambda settings: dict(budget))
     monkeypatch.setattr(adapted_lm, "adapt_budget", lambda settings: dict(
         reviews=200, train_tokens=8192, batch_size=8, lr=3e-3, eval_every=16, heldout_blocks=8))
+    return source_lm, adapted_lm
+
+
+def test_adapted_lm_is_trained_once_then_reused_and_lowers_imdb_loss(tmp_path, tiny_lms):
+    from llm_transfer.settings import get_settings
+
+    source_lm, adapted_lm = tiny_lms
     S = get_settings(mode="quick", artifacts=tmp_path, device="cpu")
     base, tok = source_lm.get_pretrained_lm(S, log=lambda *a: None)
     corpus = adapted_lm.target_corpus(S, tok, 32)
@@ -166,20 +174,13 @@ def test_adapted_lm_is_trained_once_then_reused_and_lowers_imdb_loss(tmp_path, m
     assert torch.equal(again.tok_emb.weight, model.tok_emb.weight)
 
 
-def test_an_imdb_adaptation_started_beside_another_waits_and_reuses_it(tmp_path, monkeypatch, lock_holder):
+def test_an_imdb_adaptation_started_beside_another_waits_and_reuses_it(tmp_path, tiny_lms, lock_holder):
     """Notebooks 03 and 07 side by side both need θ_s + IMDb: the second waits for the first's run."""
     import shutil
 
-    from llm_transfer import adapted_lm, corpora, source_lm
     from llm_transfer.settings import get_settings
 
-    if corpora.find_shared_data() is None:
-        pytest.skip("no shared data folder (../shared/data)")
-    budget = dict(articles=30, vocab_size=300, train_tokens=2048, block_size=32, batch_size=8, lr=1e-3, n_layer=1,
-                  n_head=2, d_model=32, dropout=0.0, tie_embeddings=True, eval_every=4, heldout_blocks=4)
-    monkeypatch.setattr(source_lm, "pretrain_budget", lambda settings: dict(budget))
-    monkeypatch.setattr(adapted_lm, "adapt_budget", lambda settings: dict(
-        reviews=50, train_tokens=1024, batch_size=8, lr=3e-3, eval_every=8, heldout_blocks=4))
+    source_lm, adapted_lm = tiny_lms
     staged = get_settings(mode="quick", artifacts=tmp_path / "staged", device="cpu")
     base, tok = source_lm.get_pretrained_lm(staged, log=lambda *a: None)
     corpus = adapted_lm.target_corpus(staged, tok, 32)
