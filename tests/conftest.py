@@ -62,7 +62,7 @@ def lock_holder():
     procs = []
 
     def start(staged, final, seconds: float = 2.0) -> None:
-        code = ("import shutil, sys, time; from llm_transfer.checkpoints import run_lock\n"
+        code = ("import shutil, time; from llm_transfer.checkpoints import run_lock\n"
                 f"with run_lock({str(final)!r}, log=lambda m: None):\n"
                 f"    print('held', flush=True); time.sleep({seconds})\n"
                 f"    shutil.copytree({str(staged)!r}, {str(final)!r})\n")
