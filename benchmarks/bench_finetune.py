@@ -5,7 +5,8 @@ One run fine-tunes the same model on the same SST-2 subset with the same hyper-p
 = length grouping + bf16, and `Trainer` at its defaults), each in its own subprocess (so peak memory is per
 method), interleaved per seed (so background load hits all alike); then times inference on the validation
 split: `training.predict_proba` vs `pipeline` (in fp32 and with bf16 autocast at a few batch sizes), and a
-2048³ matmul for the hardware's achievable rate next to its peak from /proc/cpuinfo.
+square matmul (`--matmul-size`, 2048 by default) for the hardware's achievable rate next to its peak from
+/proc/cpuinfo.
 
     python benchmarks/bench_finetune.py --threads 1          # the default run
     python benchmarks/bench_finetune.py --out benchmarks/results/latest.md
@@ -97,11 +98,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="time only the two paths compared, not predict_proba with bf16 autocast / other "
                         "batch sizes and pipeline at its default batch size 1")
     p.add_argument("--data-seed", type=int, default=0, help="seed of the training subset (same in every run)")
+    p.add_argument("--matmul-size", type=int, default=2048,
+                   help="side of the square matmuls that measure the achievable rate (a bf16 one takes about a "
+                        "minute at 2048 on a CPU without native bf16)")
     p.add_argument("--out", type=Path, default=None,
                    help="write the table here (.md) and the raw results next to it (.json)")
     p.add_argument("--worker", help=argparse.SUPPRESS)  # internal: run one measurement from a JSON spec
     args = p.parse_args(argv)
-    for name in ("train_rows", "batch_size", "epochs", "max_length", "repeats", "infer_batch_size"):
+    for name in ("train_rows", "batch_size", "epochs", "max_length", "repeats", "infer_batch_size", "matmul_size"):
         if getattr(args, name) < 1:
             p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.dev_rows is not None and args.dev_rows < 1:
@@ -356,24 +360,25 @@ def _infer_worker(spec: dict) -> dict:
 
 
 def _gemm_worker(spec: dict) -> dict:
-    """The achievable matmul rate on this machine: best of 3 square 2048³ matmuls, bf16 and fp32, same threads;
+    """The achievable matmul rate on this machine: best of 3 square matmuls (n = spec's matmul_size), bf16 and fp32;
     per wall second and per CPU-second of the process (the rate of the cores while they run: steadier on a shared
     machine, and with one thread the rate of one core)."""
     import torch
 
     if spec["threads"]:
         torch.set_num_threads(spec["threads"])
-    out = {"torch_threads": torch.get_num_threads(), "size": 2048}
+    n = spec["matmul_size"]
+    out = {"torch_threads": torch.get_num_threads(), "size": n}
     for dtype in (torch.bfloat16, torch.float32):
-        a, b = torch.randn(2048, 2048).to(dtype), torch.randn(2048, 2048).to(dtype)
+        a, b = torch.randn(n, n).to(dtype), torch.randn(n, n).to(dtype)
         a @ b  # warm-up
         best, best_cpu = float("inf"), float("inf")
         for _ in range(3):
             t0, c0 = time.perf_counter(), time.process_time()
             a @ b
             best, best_cpu = min(best, time.perf_counter() - t0), min(best_cpu, time.process_time() - c0)
-        out[str(dtype).removeprefix("torch.")] = 2 * 2048 ** 3 / best
-        out[str(dtype).removeprefix("torch.") + "_per_cpu_second"] = 2 * 2048 ** 3 / best_cpu
+        out[str(dtype).removeprefix("torch.")] = 2 * n ** 3 / best
+        out[str(dtype).removeprefix("torch.") + "_per_cpu_second"] = 2 * n ** 3 / best_cpu
     return out
 
 
@@ -587,8 +592,8 @@ def to_markdown(report: dict) -> str:
         lines.append(
             f"- **Hardware limit**: peak {_flops(peak['peak_cores_used']['bf16'])} bf16 / "
             f"{_flops(peak['peak_cores_used']['fp32'])} fp32 for the {peak['cores_used']} core(s) the torch "
-            f"threads can use ({peak['assumption']}); measured 2048³ matmul on the same threads (best of before and "
-            f"after training): {_flops(gemm.get('bfloat16', float('nan')))} bf16, "
+            f"threads can use ({peak['assumption']}); measured {gemm.get('size', 2048)}³ matmul on the same threads "
+            f"(best of before and after training): {_flops(gemm.get('bfloat16', float('nan')))} bf16, "
             f"{_flops(gemm.get('float32', float('nan')))} fp32 per wall second; per CPU-second "
             f"{_flops(gemm.get('bfloat16_per_cpu_second', float('nan')))} bf16, "
             f"{_flops(gemm.get('float32_per_cpu_second', float('nan')))} fp32")
@@ -694,7 +699,7 @@ def main(argv: list[str] | None = None, log=print) -> dict:
     precision = resolve_precision(args.precision, "cpu")
     base = {k: getattr(args, k) for k in ("train_rows", "dev_rows", "batch_size", "lr", "warmup_ratio",
                                           "weight_decay", "epochs", "max_length", "threads",
-                                          "data_seed", "infer_batch_size", "repeats")}
+                                          "data_seed", "infer_batch_size", "repeats", "matmul_size")}
     base["precision"] = precision
     runs: list[dict] = []
     inference = None

@@ -3,7 +3,8 @@
 Times `lm.train_lm` (the loop notebook 02 writes out and `source_lm.get_pretrained_lm` runs) on packed blocks of
 random token ids at notebook 02's full-mode shapes (4 layers x 256, block 128, batch 32, bf16 where native), once
 with BERT's 30,522-piece output layer and once with the learnt 8,192-piece vocabulary, interleaved over repeats, and
-compares the model FLOPs per second with a 2048^3 bf16 matmul measured in the same process.
+compares the model FLOPs per second with a square bf16 matmul (`--matmul-size`, 2048 by default) measured in the
+same process.
 
     python benchmarks/bench_pretrain.py --steps 30 --repeats 3 --out benchmarks/results/pretrain.md
 """
@@ -35,16 +36,16 @@ def model_flops_per_token(model: TinyGPT, block: int) -> float:
     return 6 * n + 12 * cfg.n_layer * cfg.d_model * block
 
 
-def matmul_rate(threads: int) -> float:
-    """Best of 3 square 2048^3 bf16 matmuls, FLOP per second."""
-    a, b = torch.randn(2048, 2048).bfloat16(), torch.randn(2048, 2048).bfloat16()
+def matmul_rate(threads: int, n: int = 2048) -> float:
+    """Best of 3 square n^3 bf16 matmuls, FLOP per second."""
+    a, b = torch.randn(n, n).bfloat16(), torch.randn(n, n).bfloat16()
     a @ b
     best = float("inf")
     for _ in range(3):
         t0 = time.perf_counter()
         a @ b
         best = min(best, time.perf_counter() - t0)
-    return 2 * 2048 ** 3 / best
+    return 2 * n ** 3 / best
 
 
 def time_run(vocab: int, args: argparse.Namespace, seed: int) -> dict:
@@ -72,10 +73,15 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--width", type=int, default=256)
     p.add_argument("--block", type=int, default=128)
     p.add_argument("--batch", type=int, default=32)
+    p.add_argument("--matmul-size", type=int, default=2048,
+                   help="side of the square bf16 matmul that measures the achievable rate")
     p.add_argument("--out", type=Path, default=None)
     args = p.parse_args(argv)
+    for name in ("steps", "repeats", "layers", "width", "block", "batch", "matmul_size"):
+        if getattr(args, name) < 1:
+            p.error(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     threads = set_threads(args.threads)
-    rate = matmul_rate(threads)
+    rate = matmul_rate(threads, args.matmul_size)
     runs = {name: [] for name in VOCABS}
     for r in range(args.repeats):  # interleaved, so a busy spell hits both
         for name, vocab in VOCABS.items():
@@ -91,7 +97,7 @@ def main(argv: list[str] | None = None) -> dict:
              f"`{cmd}` on {cpu_model()}, {threads} torch thread(s), bf16 autocast "
              f"{'(native)' if native_bf16('cpu') else '(not native: fp32)'}; {args.layers} layers x {args.width}, "
              f"block {args.block}, batch {args.batch}; {args.steps} timed steps, median of {args.repeats} interleaved "
-             f"repeats; 2048³ bf16 matmul in the same process: {rate / 1e9:.1f} GFLOP/s.", "",
+             f"repeats; {args.matmul_size}³ bf16 matmul in the same process: {rate / 1e9:.1f} GFLOP/s.", "",
              "| output vocabulary | training tokens/s | model MFLOP per token | model GFLOP/s "
              "| share of the matmul rate |",
              "|---|---:|---:|---:|---:|"]

@@ -31,7 +31,7 @@ def test_tiny_run_reports_every_method(bench, tmp_path):
     out = tmp_path / "bench.md"
     argv = ["--train-rows", "64", "--seeds", "0", "--max-length", "32", "--dev-rows", "48", "--repeats", "1",
             "--infer-batch-size", "16", "--no-inference-levers", "--methods", "project", "trainer",
-            "trainer_grouped", "--out", str(out)]
+            "trainer_grouped", "--matmul-size", "128", "--out", str(out)]
     report = bench.main(argv, log=lambda *a: None)
     methods = report["summary"]["methods"]
     assert list(methods) == ["project", "trainer", "trainer_grouped"]
@@ -57,6 +57,8 @@ def test_tiny_run_reports_every_method(bench, tmp_path):
     md = out.read_text()
     assert "| measure | value | goal | met |" in md and "Trainer" in md and "pipeline" in md
     saved = json.loads(out.with_suffix(".json").read_text())
+    assert saved["gemm"]["size"] == 128  # the size asked for, not the default 2048
+    assert "measured 128³ matmul" in md or not saved["peak"]  # the line is written where the peak is known
     assert saved["summary"]["methods"].keys() == methods.keys()
 
 
@@ -65,6 +67,8 @@ def test_bad_option_is_refused(bench):
         bench.parse_args(["--train-rows", "0"])
     with pytest.raises(SystemExit):
         bench.parse_args(["--methods", "nonsense"])
+    with pytest.raises(SystemExit):
+        bench.parse_args(["--matmul-size", "0"])
 
 
 def test_full_data_script_runs_a_tiny_recipe_with_mean_pooling(sst2_dir, monkeypatch, capsys):
@@ -117,9 +121,12 @@ def test_pretrain_benchmark_tiny_run(tmp_path):
     spec.loader.exec_module(mod)
     out = tmp_path / "pretrain.md"
     res = mod.main(["--steps", "2", "--repeats", "1", "--layers", "1", "--width", "32", "--block", "16",
-                    "--batch", "2", "--threads", "1", "--out", str(out)])
+                    "--batch", "2", "--threads", "1", "--matmul-size", "128", "--out", str(out)])
     assert len(res["rows"]) == 2 and all(r[1] > 0 for r in res["rows"])
-    assert "learnt WordPiece (8,192)" in out.read_text() and out.with_suffix(".json").is_file()
+    text = out.read_text()
+    assert "learnt WordPiece (8,192)" in text and "128³ bf16 matmul" in text and out.with_suffix(".json").is_file()
+    with pytest.raises(SystemExit):
+        mod.main(["--steps", "0"])
     from llm_transfer.tinylm import LMConfig, TinyGPT
 
     m = TinyGPT(LMConfig(vocab_size=100, block_size=16, n_layer=1, n_head=2, d_model=8, dropout=0.0))
