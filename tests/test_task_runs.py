@@ -109,6 +109,20 @@ def test_jobs_train_cache_keep_weights_and_start_a_transfer(tiny_folder, tokeniz
     assert lines[-2].startswith("0 of 1 fine-tunes reused") and any(keep.glob("*.safetensors"))
 
 
+def test_a_record_scored_on_other_evaluation_rows_is_not_reused(tiny_folder, tokenizer, tmp_path):
+    """Same job, another dev set of the same size: the cached predictions belong to other rows, so it retrains."""
+    job = TaskJob("rte", "θ_s", tiny_folder, task_rows(pairs(16, seed=1), "rte"), CFG)
+    cache, lines = tmp_path / "runs.jsonl", []
+    first, second = {"rte": {"dev": pairs(10, seed=3)}}, {"rte": {"dev": pairs(10, seed=4)}}
+    (rec,) = run_task_jobs([job], first, cache, tokenizer, log=lines.append)
+    (same,) = run_task_jobs([job], first, cache, tokenizer, log=lines.append)
+    assert same == rec and lines[-1].startswith("1 of 1 fine-tunes reused")
+    (other,) = run_task_jobs([job], second, cache, tokenizer, log=lines.append)
+    assert lines[-2].startswith("0 of 1 fine-tunes reused") and other["eval_sha"] != rec["eval_sha"]
+    (back,) = run_task_jobs([job], first, cache, tokenizer, log=lines.append)  # the latest record of the key wins
+    assert lines[-2].startswith("0 of 1 fine-tunes reused") and back["dev"] == rec["dev"]
+
+
 def test_ner_job_predicts_one_tag_per_word(tiny_folder, tokenizer, tmp_path):
     dev = Dataset.from_dict({"tokens": [["Bob", "is", "here"], ["Paris"], ["a"] * 40],
                              "ner_tags": [[1, 0, 0], [5], [0] * 40]}, features=FEATURES)

@@ -1,9 +1,9 @@
 """GLUE-task and WikiANN fine-tunes as cached jobs (notebook 08): a start, training rows, a recipe; predictions.
 
 A job's record (one JSON line, keyed by what its result depends on: the task, the start's weights, the rows, the
-recipe) holds its predictions on its task's evaluation sets, so a re-run reuses finished fine-tunes and a changed
-input retrains only its own jobs. A job can keep its fine-tuned weights (`save`) as the start of a later job: the
-task-to-task transfer.
+recipe) holds its predictions on its task's evaluation sets and their hashes, so a re-run reuses finished
+fine-tunes and a changed input (training rows or an evaluation set) retrains only its own jobs. A job can keep
+its fine-tuned weights (`save`) as the start of a later job: the task-to-task transfer.
 """
 
 from __future__ import annotations
@@ -153,7 +153,7 @@ def _predict(job: TaskJob, model, tokenizer, ds: Dataset):
     return logits[:, 0] if get_task(job.task).is_regression else logits.argmax(1)
 
 
-def _train_task_job(job: TaskJob, evals: dict, tokenizer) -> dict:
+def _train_task_job(job: TaskJob, evals: dict, tokenizer, eval_sha: dict | None = None) -> dict:
     """One fine-tune, scored on its task's evaluation sets: the record run_task_jobs caches."""
     with quiet_job(job.cfg.seed):
         rows = rows_dataset(job.rows, job.task)
@@ -173,6 +173,7 @@ def _train_task_job(job: TaskJob, evals: dict, tokenizer) -> dict:
            "examples_per_second": round(len(job.rows) * job.cfg.epochs / max(seconds, 1e-9), 1)}
     for name, ds in evals.get(job.task, {}).items():
         rec[name] = encode_predictions(job.task, _predict(job, model, tokenizer, ds))
+    rec["eval_sha"] = (eval_sha or {}).get(job.task, {})
     if job.save:
         def write(tmp: Path) -> None:
             model.save_pretrained(tmp)
@@ -189,14 +190,18 @@ def run_task_jobs(jobs: Sequence[TaskJob], evals: dict[str, dict[str, Dataset]],
     """Each job's record with its predictions on `evals[job.task]` (name -> split), reused from `cache` or trained.
 
     GLUE evaluation splits are encoded here once (glue.encode_task at length 128); NER splits stay as words. A
-    record whose kept weights (`save`) are gone is trained again, so a later job can start from them.
+    record is reused only if it was scored on these very evaluation rows (their hashes match); one whose kept
+    weights (`save`) are gone is trained again, so a later job can start from them.
     """
     enc = {task: {name: ds if task == NER_TASK else encode_task(ds, tokenizer, task, 128)
                   for name, ds in sets.items()} for task, sets in evals.items()}
-    names = {task: set(sets) for task, sets in evals.items()}
+    sha = {task: {name: texts_sha256(task_rows(ds, task)) for name, ds in sets.items()}
+           for task, sets in evals.items()}
 
     def is_done(rec: dict) -> bool:
-        scored = names.get(rec.get("task"), set()) <= set(rec)
+        want = sha.get(rec.get("task"), {})
+        scored = set(want) <= set(rec) and all(rec.get("eval_sha", {}).get(k) == v for k, v in want.items())
         return scored and (not rec.get("saved") or any(Path(rec["saved"]).glob("*.safetensors")))
 
-    return run_cached(jobs, cache, _train_task_job, (enc, tokenizer), log=log, workers=workers, is_done=is_done)
+    return run_cached(jobs, cache, _train_task_job, (enc, tokenizer, sha), log=log, workers=workers,
+                      is_done=is_done)
