@@ -133,8 +133,8 @@ def test_mlm_loss_is_the_same_for_the_same_masking(tiny_folders, tokenizer):
     assert mlm_loss(model, tokenizer, TEXTS, seed=4) != a
 
 
-def test_run_few_label_reuses_the_cache_and_retrains_when_an_evaluation_is_missing(tiny_folders, tokenizer,
-                                                                                 tmp_path):
+def test_run_few_label_reuses_the_cache_and_retrains_when_an_evaluation_is_missing_or_changed(tiny_folders, tokenizer,
+                                                                                            tmp_path):
     from llm_transfer.domain_shift import as_dataset
 
     _, clf = tiny_folders
@@ -152,6 +152,11 @@ def test_run_few_label_reuses_the_cache_and_retrains_when_an_evaluation_is_missi
     more = run_few_label(jobs[:1], {**evals, "val": as_dataset(rows[5:9])}, tmp_path / "runs.jsonl", tokenizer,
                          log=logs.append)
     assert "training 1" in logs[-2] and len(more[0]["val"]) == 4
+    # the same name, other sentences: the cached predictions are of other rows, so the job trains again
+    other = run_few_label(jobs[:1], {"test": as_dataset(rows[1:6])}, tmp_path / "runs.jsonl", tokenizer,
+                          log=logs.append)  # TEXTS repeats every 6 rows: rows[6:11] would be rows[:5] again
+    summary = [m for m in logs if "fine-tunes reused" in m][-1]
+    assert "training 1" in summary and other[0]["eval_sha"]["test"] != first[0]["eval_sha"]["test"]
     changed = few_label_job("clf", clf, rows, TrainConfig(**{**cfg.__dict__, "lr": 2e-3}))
     assert changed.key() != jobs[0].key()
     side_by_side = run_few_label(jobs, evals, tmp_path / "two.jsonl", tokenizer, log=logs.append, workers=2)

@@ -303,7 +303,7 @@ def epochs_for_steps(n: int, batch_size: int, min_steps: int, lo: int = 2, hi: i
     return int(min(hi, max(lo, np.ceil(min_steps / np.ceil(n / batch_size)))))
 
 
-def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
+def _train_job(job: FewLabelJob, toks: dict, tokenizer, eval_sha: dict | None = None) -> dict:
     """One fine-tune, scored on every evaluation set: the record run_few_label caches."""
     with quiet_job(job.cfg.seed):
         model = load_classifier(job.folder, random_init=job.random_init)
@@ -319,6 +319,7 @@ def _train_job(job: FewLabelJob, toks: dict, tokenizer) -> dict:
            "trainable": trainable_summary(model)["trainable"]}
     for name, ds in toks.items():
         rec[name] = "".join(map(str, predict_logits(model, tokenizer, ds).argmax(1).tolist()))
+    rec["eval_sha"] = eval_sha or {}
     return rec
 
 
@@ -326,12 +327,17 @@ def run_few_label(jobs: Sequence[FewLabelJob], evals: dict[str, Dataset], cache:
                   log: Callable = print, workers: int = 1) -> list[dict]:
     """Each job's predictions on every evaluation set (string of 0/1 per set), reused from `cache` or trained now.
 
-    `workers` > 1: that many processes of one thread each train side by side (jobs.run_cached); each finished job
-    is appended to `cache` as it arrives.
+    A cached record is reused only if it was scored on every evaluation set by these very sentences (their hashes
+    match). `workers` > 1: that many processes of one thread each train side by side (jobs.run_cached); each
+    finished job is appended to `cache` as it arrives.
     """
     toks = {name: tokenize(ds, tokenizer, 128) for name, ds in evals.items()}
-    return run_cached(jobs, cache, _train_job, (toks, tokenizer), log=log, workers=workers,
-                      is_done=lambda rec: all(name in rec for name in evals))  # scored on every evaluation set
+    sha = {name: texts_sha256(ds["sentence"]) for name, ds in evals.items()}
+
+    def is_done(rec: dict) -> bool:
+        return all(name in rec and rec.get("eval_sha", {}).get(name) == h for name, h in sha.items())
+
+    return run_cached(jobs, cache, _train_job, (toks, tokenizer, sha), log=log, workers=workers, is_done=is_done)
 
 
 def accuracy_of(rec: dict, name: str, labels: Sequence[int]) -> float:
