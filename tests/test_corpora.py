@@ -11,7 +11,16 @@ from llm_transfer import corpora
 from llm_transfer.baselines import tfidf_logreg
 from llm_transfer.corpora import CORPORA, ENV_CORPORA, iter_documents, labelled_rows
 from llm_transfer.data import DataError
-from llm_transfer.overlap import LeakError, OverlapIndex, assert_no_leak, ngram_hashes, overlap, words
+from llm_transfer.overlap import (
+    LeakError,
+    OverlapIndex,
+    assert_no_leak,
+    ngram_hashes,
+    overlap,
+    row_hash,
+    span_hashes,
+    words,
+)
 from llm_transfer.splits import heldout_key, split_documents, sst2_validation_split
 
 
@@ -45,6 +54,20 @@ def test_ngram_hashes_equal_runs_hash_equal():
     h = ngram_hashes(ids, 3)
     assert len(h) == 5 and h[0] == h[3] and len(set(h.tolist())) == 4
     assert len(ngram_hashes(ids[:2], 3)) == 0
+
+
+def test_span_and_row_hashes_equal_ngram_hashes_of_every_length():
+    """The prefix-hash shortcut gives exactly the n-gram hashes, wrap-around included (large ids, long rows)."""
+    rng = np.random.default_rng(0)
+    for length in (0, 1, 2, 5, 40, 300):
+        ids = rng.integers(1, 2**40, length).astype(np.uint64)
+        for proper in (False, True):
+            top = length if proper else length + 1
+            want = [ngram_hashes(ids, k) for k in range(1, top)]
+            want = np.sort(np.concatenate(want)) if want else np.empty(0, np.uint64)
+            assert np.array_equal(np.sort(span_hashes(ids, proper)), want), (length, proper)
+        if length:
+            assert row_hash(ids) == ngram_hashes(ids, length)[0]
 
 
 def test_overlap_finds_whole_and_partial_matches():

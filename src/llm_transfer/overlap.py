@@ -10,6 +10,7 @@ one of its n-grams occurs in training text.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -51,6 +52,64 @@ def ngram_hashes(ids: np.ndarray, n: int) -> np.ndarray:
     return h
 
 
+_INV_BASE = np.uint64(pow(int(_BASE), -1, 2**64))  # _BASE is odd, so it has an inverse modulo 2^64
+_POWERS: dict[str, np.ndarray] = {}
+
+
+def _powers(n: int) -> tuple[np.ndarray, np.ndarray]:
+    """(_BASE^k, _BASE^-k) for k < n, modulo 2^64 (grown on demand)."""
+    if len(_POWERS.get("pow", ())) < n:
+        size = max(n, 2 * len(_POWERS.get("pow", ())), 256)
+        pw, inv = np.ones(size, np.uint64), np.ones(size, np.uint64)
+        with np.errstate(over="ignore"):
+            for k in range(1, size):
+                pw[k], inv[k] = pw[k - 1] * _BASE, inv[k - 1] * _INV_BASE
+        _POWERS.update(pow=pw, inv=inv)
+    return _POWERS["pow"][:n], _POWERS["inv"][:n]
+
+
+def span_hashes(ids: np.ndarray, proper: bool = False, max_width: int | None = None) -> np.ndarray:
+    """ngram_hashes of every contiguous run of ids, all lengths at once (proper=True: not the whole row; max_width:
+    no run longer), in the order of span_widths(len(ids), proper, max_width).
+
+    From prefix hashes P (P[j] = hash of ids[:j]): the run ids[i:j] hashes to P[j] - P[i] * _BASE^(j - i),
+    all in wrapping 64-bit arithmetic, so the values equal ngram_hashes(ids, j - i) exactly.
+    """
+    n = len(ids)
+    if n == 0:
+        return np.empty(0, np.uint64)
+    pw, inv = _powers(n + 1)
+    prefix = np.zeros(n + 1, np.uint64)
+    i, j, width = _spans(n, proper, max_width)
+    with np.errstate(over="ignore"):
+        prefix[1:] = np.cumsum(ids.astype(np.uint64) * inv[:n], dtype=np.uint64) * pw[:n]  # B^(j-1) sum ids[t] B^-t
+        return prefix[j] - prefix[i] * pw[width]
+
+
+@functools.lru_cache(maxsize=1024)
+def _spans(n: int, proper: bool, max_width: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(start, end, end - start) of every run of a row of n ids (proper=True: not the whole row)."""
+    i, j = np.triu_indices(n + 1, k=1)
+    top = min(n - 1 if proper else n, n if max_width is None else max_width)
+    keep = (j - i) <= top
+    return i[keep], j[keep], (j - i)[keep]
+
+
+def span_widths(n: int, proper: bool = False, max_width: int | None = None) -> np.ndarray:
+    """The length of each run span_hashes returns for a row of n ids."""
+    return _spans(n, proper, max_width)[2] if n else np.empty(0, np.int64)
+
+
+def row_hash(ids: np.ndarray) -> np.uint64:
+    """ngram_hashes(ids, len(ids))[0], the whole row's hash, in a few array operations (0 for an empty row)."""
+    n = len(ids)
+    if n == 0:
+        return np.uint64(0)
+    pw, inv = _powers(n)
+    with np.errstate(over="ignore"):
+        return np.sum(ids.astype(np.uint64) * inv[:n], dtype=np.uint64) * pw[n - 1]
+
+
 def _isin_sorted(values: np.ndarray, sorted_set: np.ndarray) -> np.ndarray:
     """values[i] in sorted_set, for a sorted array of distinct hashes (binary search, no re-sorting)."""
     if len(sorted_set) == 0:
@@ -69,6 +128,7 @@ class OverlapIndex:
     _grams: list[np.ndarray] = field(default_factory=list)
     _short: set[tuple[str, ...]] = field(default_factory=set)
     _spans: dict[int, list[np.ndarray]] = field(default_factory=dict)
+    _runs: list[tuple[np.ndarray, np.ndarray]] = field(default_factory=list)  # (hashes, widths) not yet split
     texts: int = 0
     words: int = 0
 
@@ -81,9 +141,8 @@ class OverlapIndex:
             ids = self._ids(ws)
             if len(ws) < self.n:
                 self._short.add(tuple(ws))
-            if self.short_spans:
-                for k in range(1, min(self.n, len(ws) + 1)):
-                    self._spans.setdefault(k, []).append(ngram_hashes(ids, k))
+            if self.short_spans:  # every run shorter than n words, by length (split apart below)
+                self._runs.append((span_hashes(ids, max_width=self.n - 1), span_widths(len(ids), max_width=self.n - 1)))
             batch.append(ngram_hashes(ids, self.n))
             if len(batch) >= 4096:
                 self._grams.append(np.unique(np.concatenate(batch)))
@@ -92,6 +151,12 @@ class OverlapIndex:
             self._grams.append(np.unique(np.concatenate(batch)))
         if len(self._grams) > 1:
             self._grams = [np.unique(np.concatenate(self._grams))]
+        if self._runs:
+            hashes = np.concatenate([h for h, _ in self._runs])
+            widths = np.concatenate([w for _, w in self._runs])
+            self._runs = []
+            for k in range(1, self.n):
+                self._spans.setdefault(k, []).append(hashes[widths == k])
         self._spans = {k: [np.unique(np.concatenate(v))] for k, v in self._spans.items()}
         return self
 

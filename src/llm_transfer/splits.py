@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .overlap import _Ids, _isin_sorted, ngram_hashes, words
+from .overlap import _Ids, _isin_sorted, row_hash, span_hashes, words
 
 
 def heldout_key(key: str, frac: float, seed: int = 0) -> bool:
@@ -48,15 +48,14 @@ class SentenceSplit:
 
 def _span_hashes(ids: np.ndarray, proper: bool) -> np.ndarray:
     """Hashes of every contiguous span of a row (only the shorter ones with proper=True)."""
-    top = len(ids) if proper else len(ids) + 1
-    return np.concatenate([ngram_hashes(ids, k) for k in range(1, top)] or [np.empty(0, np.uint64)])
+    return span_hashes(ids, proper=proper)
 
 
 def sst2_validation_split(sentences: Sequence[str], n_validation: int, seed: int = 0) -> SentenceSplit:
     """Hold out n_validation root rows at random; drop every row that is a span of one of them."""
     to_ids = _Ids()
     rows = [to_ids(words(s)) for s in sentences]  # the words the overlap check compares
-    full = np.array([ngram_hashes(r, len(r))[0] if len(r) else 0 for r in rows], np.uint64)
+    full = np.array([row_hash(r) for r in rows], np.uint64)
     proper = np.unique(np.concatenate([_span_hashes(r, proper=True) for r in rows]))
     roots = np.flatnonzero(~_isin_sorted(full, proper))
     if n_validation > len(roots):
