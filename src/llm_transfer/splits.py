@@ -46,22 +46,17 @@ class SentenceSplit:
                 f"training rows, {len(self.dropped):,} rows dropped as spans of a validation sentence")
 
 
-def _span_hashes(ids: np.ndarray, proper: bool) -> np.ndarray:
-    """Hashes of every contiguous span of a row (only the shorter ones with proper=True)."""
-    return span_hashes(ids, proper=proper)
-
-
 def sst2_validation_split(sentences: Sequence[str], n_validation: int, seed: int = 0) -> SentenceSplit:
     """Hold out n_validation root rows at random; drop every row that is a span of one of them."""
     to_ids = _Ids()
     rows = [to_ids(words(s)) for s in sentences]  # the words the overlap check compares
     full = np.array([row_hash(r) for r in rows], np.uint64)
-    proper = np.unique(np.concatenate([_span_hashes(r, proper=True) for r in rows]))
+    proper = np.unique(np.concatenate([span_hashes(r, proper=True) for r in rows]))
     roots = np.flatnonzero(~_isin_sorted(full, proper))
     if n_validation > len(roots):
         raise ValueError(f"n_validation={n_validation} is more than the {len(roots)} root rows.")
     val = np.sort(np.random.default_rng(seed).choice(roots, n_validation, replace=False))
-    val_spans = np.unique(np.concatenate([_span_hashes(rows[i], proper=False) for i in val]))
+    val_spans = np.unique(np.concatenate([span_hashes(rows[i]) for i in val]))
     inside = _isin_sorted(full, val_spans)
     inside[val] = False
     keep = np.ones(len(rows), bool)
