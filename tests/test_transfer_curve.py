@@ -100,6 +100,20 @@ def test_run_jobs_caches_resumes_and_keeps_job_order(saved_lm, tmp_path):
     assert [(r["start"], r["n"]) for r in both] == [("s", 16), ("s", 32), ("r", 16), ("r", 32)]
 
 
+def test_a_result_trained_on_other_data_is_not_reused(saved_lm, tmp_path):
+    data = toy_data()
+    jobs = [Job(Start("s", saved_lm), tuple(range(16)), 3e-3, 2, 0, batch_size=8)]
+    cache = tmp_path / "runs.jsonl"
+    logs = []
+    run_jobs(jobs, data, cache, workers=1, log=logs.append)
+    for changed in (CurveData(Labelled(data.train.ids[::-1], data.train.y[::-1]), data.val, data.dev, data.pad_id),
+                    CurveData(data.train, data.val, Labelled(data.dev.ids, 1 - data.dev.y), data.pad_id)):
+        run_jobs(jobs, changed, cache, workers=1, log=logs.append)
+        assert logs[-1].startswith("0 of 1 fine-tunes reused")  # the same row indices, other rows or other labels
+    run_jobs(jobs, data, cache, workers=1, log=logs.append)
+    assert logs[-1].startswith("1 of 1 fine-tunes reused")
+
+
 def test_job_key_changes_with_what_decides_the_result(saved_lm, tmp_path):
     s = Start("s", saved_lm)
     base = Job(s, (1, 2, 3), 1e-3, 2, 0)

@@ -53,7 +53,7 @@ def run_cached(jobs: Sequence, cache: str | Path, train: Callable, payload: tupl
     """
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    done = {k: r for k, r in read_cache(cache).items() if is_done(r)}
+    done = read_cache(cache, is_done)
     todo = list({j.key(): j for j in jobs if j.key() not in done}.values())  # duplicates train once
     log(f"{sum(j.key() in done for j in jobs)} of {len(jobs)} fine-tunes reused from {display_path(cache)}; "
         f"training {len(todo)} with {workers} worker(s)")

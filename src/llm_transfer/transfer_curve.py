@@ -66,6 +66,16 @@ class CurveData:
     dev: Labelled
     pad_id: int
 
+    def fingerprint(self) -> str:
+        """A hash of the token ids and labels of all three splits and the pad id: a job's rows index into these."""
+        h = hashlib.blake2b(digest_size=12)
+        for part in (self.train, self.val, self.dev):
+            h.update(np.asarray([len(x) for x in part.ids], np.int64).tobytes())
+            h.update(np.asarray([t for x in part.ids for t in x], np.int64).tobytes())
+            h.update(np.asarray(part.y, np.int64).tobytes())
+        h.update(str(self.pad_id).encode())
+        return h.hexdigest()
+
 
 @dataclass(frozen=True)
 class Job:
@@ -176,8 +186,8 @@ def train_one(job: Job, data: CurveData, return_model: bool = False) -> dict | t
     return (rec, model) if return_model else rec
 
 
-def read_cache(path: Path) -> dict[str, dict]:
-    """Finished results by job key; a last line cut short by an interrupted write is ignored."""
+def read_cache(path: Path, usable: Callable[[dict], bool] | None = None) -> dict[str, dict]:
+    """Finished results by job key (the last usable one of each); a line cut short by a broken write is ignored."""
     done = {}
     if path.is_file():
         for line in path.read_text().splitlines():
@@ -185,7 +195,8 @@ def read_cache(path: Path) -> dict[str, dict]:
                 rec = json.loads(line)
             except json.JSONDecodeError:
                 continue
-            done[rec["key"]] = rec
+            if usable is None or usable(rec):
+                done[rec["key"]] = rec
     return done
 
 
@@ -212,10 +223,16 @@ def _work(job: Job) -> dict:
 
 def run_jobs(jobs: Sequence[Job], data: CurveData, cache: str | Path, workers: int = 1,
              log: Callable = print) -> list[dict]:
-    """Every job's result, in job order: reused from the cache file or trained (largest first) and appended to it."""
+    """Every job's result, in job order: reused from the cache file or trained (largest first) and appended to it.
+
+    A cached result is reused only when it was trained and scored on the same data (`CurveData.fingerprint`): job
+    keys name rows by their index into the training pool, so another pool or another validation or dev split under
+    the same cache file trains again instead of returning another data set's numbers.
+    """
     cache = Path(cache)
     cache.parent.mkdir(parents=True, exist_ok=True)
-    done = read_cache(cache)
+    data_sha = data.fingerprint()
+    done = read_cache(cache, lambda r: r.get("data_sha") == data_sha)
     todo = {j.key(): j for j in jobs if j.key() not in done}  # duplicates train once
     order = sorted(todo.values(), key=lambda j: -len(j.rows) * j.epochs)
     log(f"{len(jobs) - sum(1 for j in jobs if j.key() in todo)} of {len(jobs)} fine-tunes reused from the cache; "
@@ -223,6 +240,7 @@ def run_jobs(jobs: Sequence[Job], data: CurveData, cache: str | Path, workers: i
     t0 = time.perf_counter()
 
     def keep(rec: dict) -> None:
+        rec["data_sha"] = data_sha
         append_record(cache, rec)
         done[rec["key"]] = rec
 
